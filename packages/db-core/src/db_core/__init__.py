@@ -1,0 +1,70 @@
+"""db_core: a production-grade async SQLAlchemy database layer.
+
+Settings from ``DB_*`` variables, backends found through entry points, one
+engine per event loop, and a unit of work that never loses committed data
+nor leaks a connection.
+"""
+
+from db_core.__about__ import __version__
+from db_core.connector import API_VERSION, DBConnector
+from db_core.engine import (
+    AsyncSessionMaker,
+    configure,
+    dispose_engine,
+    get_connector_instance,
+    get_engine,
+    get_sessionmaker,
+    get_settings,
+)
+from db_core.errors import (
+    ConfigurationError,
+    ConnectorError,
+    ConnectorLoadError,
+    ConnectorNotFoundError,
+    DBError,
+    UnitOfWorkError,
+)
+from db_core.health import PingResult, ping
+from db_core.registry import (
+    ENTRY_POINT_GROUP,
+    ConnectorInfo,
+    available_connectors,
+    get_connector,
+    register_connector,
+    resolve_connector,
+    unregister_connector,
+)
+from db_core.settings import DatabaseSettings, SSLMode
+from db_core.unit_of_work import UnitOfWork, close_session
+
+__all__ = [
+    "API_VERSION",
+    "ENTRY_POINT_GROUP",
+    "AsyncSessionMaker",
+    "ConfigurationError",
+    "ConnectorError",
+    "ConnectorInfo",
+    "ConnectorLoadError",
+    "ConnectorNotFoundError",
+    "DBConnector",
+    "DBError",
+    "DatabaseSettings",
+    "PingResult",
+    "SSLMode",
+    "UnitOfWork",
+    "UnitOfWorkError",
+    "__version__",
+    "available_connectors",
+    "close_session",
+    "configure",
+    "dispose_engine",
+    "get_connector",
+    "get_connector_instance",
+    "get_engine",
+    "get_sessionmaker",
+    "get_settings",
+    "ping",
+    "register_connector",
+    "resolve_connector",
+    "unregister_connector",
+]

@@ -1,0 +1,3 @@
+from db_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``db check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from sqlalchemy.exc import DBAPIError
+
+from db_core.__about__ import __version__
+from db_core.errors import DBError
+from db_core.health import ping
+from db_core.registry import available_connectors, get_connector
+from db_core.settings import DatabaseSettings
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``db`` command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="db", description="db: the database layer's command line")
+    parser.add_argument("--version", action="version", version=f"db-core {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("backends", help="list the installed connectors and the distributions that provide them")
+    commands.add_parser("check", help="connect with the DB_* settings and report the server")
+    args = parser.parse_args(argv)
+    if args.command == "backends":
+        return _backends()
+    return _check()
+
+
+def _backends() -> int:
+    rows = [("NAME", "ALIASES", "DISTRIBUTION", "CLASS")]
+    rows += [(i.name, ", ".join(i.aliases) or "-", i.origin, i.target) for i in available_connectors()]
+    if len(rows) == 1:
+        print('no connectors installed; install one, e.g. pip install "db-core[sqlite]"')
+        return 1
+    widths = [max(len(row[col]) for row in rows) for col in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[3])
+    return 0
+
+
+def _check() -> int:
+    try:
+        settings = DatabaseSettings()
+        connector = get_connector(settings)
+    except DBError as exc:
+        print(f"db check: {exc}", file=sys.stderr)
+        return 2
+    url = connector.url.render_as_string(hide_password=True)
+    print(f"connector:  {connector.name} ({type(connector).__module__}.{type(connector).__qualname__})")
+    print(f"url:        {url}")
+    engine = connector.create_engine()
+
+    async def run() -> None:
+        try:
+            # The driver's connect timeout bounds the connection; this bounds the rest.
+            result = await asyncio.wait_for(ping(engine), settings.connect_timeout_seconds * 2 + 5)
+        finally:
+            await engine.dispose()
+        print(f"server:     {result.backend} {result.server_version}")
+        print(f"round trip: {result.round_trip_seconds * 1000:.2f} ms")
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:
+        reason = _scrub(describe_error(exc, settings), settings.password.get_secret_value())
+        print(f"db check: cannot connect to {url}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
+    """One line for a connection failure: the driver's own message, without SQLAlchemy's wrapping."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = re.sub(r"<class '[\w.]+'>: ", "", str(cause)).strip() or type(cause).__name__
+    return f"{type(cause).__name__}: {text.splitlines()[0]}"
+
+
+def _scrub(text: str, password: str) -> str:
+    for form in {password, quote(password, safe=""), quote(password)} - {""}:
+        text = text.replace(form, "***")
+    return text

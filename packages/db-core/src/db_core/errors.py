@@ -1,0 +1,58 @@
+"""Every error db_core raises on purpose, in one small hierarchy.
+
+Catch :class:`DBError` to handle all of them; each message says what was wrong
+and how to fix it, and never contains a password.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "ConnectorError",
+    "ConnectorLoadError",
+    "ConnectorNotFoundError",
+    "DBError",
+    "UnitOfWorkError",
+]
+
+
+class DBError(Exception):
+    """Base class of all errors raised by db_core and its connectors."""
+
+
+class ConfigurationError(DBError, ValueError):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+class ConnectorError(DBError):
+    """A connector could not be found or used."""
+
+
+class ConnectorNotFoundError(ConnectorError, LookupError):
+    """No installed connector answers to the requested ``DB_TYPE``."""
+
+    def __init__(self, name: str, installed: list[str], install_hint: str | None) -> None:
+        self.name = name
+        self.installed = installed
+        self.install_hint = install_hint
+        listed = ", ".join(installed) if installed else "none"
+        message = f"DB_TYPE={name!r}: no installed connector has this name (installed: {listed})."
+        if install_hint:
+            message += f" Install it with: {install_hint}"
+        else:
+            message += " Set DB_TYPE to one of the installed connectors, or install the distribution that provides it."
+        super().__init__(message)
+
+
+class ConnectorLoadError(ConnectorError, ImportError):
+    """A connector is installed but its entry point failed to load or is incompatible."""
+
+    def __init__(self, name: str, distribution: str, reason: str) -> None:
+        self.name = name
+        self.distribution = distribution
+        self.reason = reason
+        super().__init__(f"connector {name!r} from {distribution} could not be loaded: {reason}")
+
+
+class UnitOfWorkError(DBError, RuntimeError):
+    """A :class:`~db_core.UnitOfWork` was used in a way it does not support."""

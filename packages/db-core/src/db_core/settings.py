@@ -1,0 +1,179 @@
+"""``DatabaseSettings``: every ``DB_*`` variable, validated where it is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from db_core.errors import ConfigurationError
+
+__all__ = ["DatabaseSettings", "SSLMode"]
+
+SSLMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+
+# Fields whose value must never be echoed back, not even in an error message.
+_SECRET_FIELDS = frozenset({"password", "url"})
+
+
+class DatabaseSettings(BaseSettings):
+    """Connection and pool settings, read from ``DB_*`` variables and ``.env``.
+
+    Every field is read from the variable ``DB_<FIELD>`` (any case); ``url``
+    is read from ``DB_URL`` or, failing that, ``DATABASE_URL``. A full URL
+    overrides the parts it contains, and its scheme selects the backend.
+    Invalid values raise :class:`~db_core.errors.ConfigurationError` naming the
+    variable. Instances are immutable; secrets are :class:`pydantic.SecretStr`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DB_",
+        case_sensitive=False,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    type: str | None = Field(
+        default=None,
+        description="the backend: postgres, mysql, sqlite or a plugin's name "
+        "(unset: DB_URL's scheme, else the only installed connector, else postgres)",
+    )
+    url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DB_URL", "DATABASE_URL"),
+        description="a full URL such as postgresql://user:password@host:5432/name; it overrides the parts",
+    )
+    host: str = Field(default="localhost", min_length=1, description="the server's host name or address")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="a TCP port from 1 to 65535 (unset: the backend's default, 5432 or 3306)",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the database name, or for SQLite a file path or :memory: (unset: app, or app.db on SQLite)",
+    )
+    user: str | None = Field(default="app", description="the user name to log in as")
+    password: SecretStr = Field(default=SecretStr(""), description="the password (never shown)")
+    pool_size: int = Field(default=10, ge=1, description="a whole number of pooled connections, at least 1")
+    max_overflow: int = Field(
+        default=20, ge=0, description="a whole number of extra connections above pool_size, 0 or more"
+    )
+    pool_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="seconds to wait for a free connection, a positive number"
+    )
+    pool_recycle_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="seconds after which a pooled connection is replaced, a positive number "
+        "(keep it below the server's idle timeout)",
+    )
+    pool_pre_ping: bool = Field(default=True, description="true or false: test each connection before use")
+    connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="seconds to wait while connecting, a positive number"
+    )
+    echo: bool = Field(default=False, description="true or false: log every SQL statement")
+    ssl_mode: SSLMode | None = Field(
+        default=None,
+        description="one of disable, prefer, require, verify-ca, verify-full (unset: the driver's default)",
+    )
+    ssl_ca_file: Path | None = Field(default=None, description="a CA bundle file that signs the server certificate")
+    ssl_cert_file: Path | None = Field(default=None, description="a client certificate file")
+    ssl_key_file: Path | None = Field(default=None, description="the client certificate's private key file")
+    sqlite_busy_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="seconds a SQLite writer waits for the lock, a positive number"
+    )
+    application_name: str | None = Field(
+        default=None, description="a name the server shows for this application's connections"
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description='extra driver options for the URL query, as JSON such as {"key": "value"}',
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # "from None": pydantic's own text repeats the raw input, secrets included.
+            raise _configuration_error(exc) from None
+
+    @classmethod
+    def from_env(cls) -> DatabaseSettings:
+        """Read the settings from the environment and ``.env`` (the seed's name for ``DatabaseSettings()``)."""
+        return cls()
+
+    @field_validator("type")
+    @classmethod
+    def _normalise_type(cls, value: str | None) -> str | None:
+        return value.strip().lower() or None if value is not None else None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_url(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _apply_url(self) -> DatabaseSettings:
+        """Copy the parts a ``DB_URL`` contains over the separate ``DB_*`` parts."""
+        if self.url is None:
+            return self
+        url = _parse_url(self.url.get_secret_value())
+        options = {**self.options, **{k: v if isinstance(v, str) else v[-1] for k, v in url.query.items()}}
+        parts: dict[str, Any] = {
+            "type": url.get_backend_name().lower(),
+            "host": url.host,
+            "port": url.port,
+            "name": url.database,
+            "user": url.username,
+            "password": SecretStr(url.password) if url.password is not None else None,
+            "ssl_mode": options.pop("sslmode", None),
+            "options": options,
+        }
+        for field, value in parts.items():
+            if value is not None:
+                # The model is frozen for callers; validation is where it is built.
+                object.__setattr__(self, field, value)
+                self.__pydantic_fields_set__.add(field)
+        if self.ssl_mode not in (None, "disable", "prefer", "require", "verify-ca", "verify-full"):
+            raise ValueError(f"sslmode in DB_URL must be one of disable, prefer, require, verify-ca, verify-full")
+        return self
+
+
+def _parse_url(raw: str) -> URL:
+    try:
+        return make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ValueError("not a database URL; expected the form scheme://user:password@host:port/name") from None
+
+
+def _variable(field: str) -> str:
+    return "DB_URL (or DATABASE_URL)" if field == "url" else f"DB_{field.upper()}"
+
+
+def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=True):
+        loc = error["loc"]
+        field = str(loc[0]).lower() if loc else "url"
+        field = "url" if field in ("db_url", "database_url") else field
+        variable = _variable(field)
+        info = DatabaseSettings.model_fields.get(field)
+        shown = "***" if field in _SECRET_FIELDS else repr(error.get("input"))
+        message = error["msg"].removeprefix("Value error, ")
+        fix = f" Set {variable} to {info.description}." if info is not None and info.description else ""
+        lines.append(f"{variable}={shown} is invalid: {message}.{fix}")
+    return ConfigurationError("invalid database settings:\n  " + "\n  ".join(lines))

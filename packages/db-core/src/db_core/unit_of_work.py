@@ -1,0 +1,202 @@
+"""``UnitOfWork``: one transaction, committed on success and always closed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
+
+from db_core.engine import AsyncSessionMaker, get_sessionmaker
+from db_core.errors import UnitOfWorkError
+
+__all__ = ["UnitOfWork", "close_session"]
+
+logger = logging.getLogger("db_core")
+
+
+@dataclass(frozen=True)
+class _Active:
+    session: AsyncSession
+    sessionmaker: AsyncSessionMaker
+    task: asyncio.Task[Any] | None
+
+
+# The innermost open unit of work of the current task; a unit of work opened
+# while one is active in the same task becomes a savepoint in its session.
+_current: ContextVar[_Active | None] = ContextVar("db_core_unit_of_work", default=None)
+
+
+class UnitOfWork:
+    """An async context manager around one transaction.
+
+    ``async with UnitOfWork() as session:`` commits when the block ends
+    normally, rolls back when it raises, and always closes the session and
+    returns its connection to the pool, also when the task is cancelled. A
+    failure while rolling back or closing never replaces the exception that
+    caused it (it is logged and noted on that exception instead).
+
+    A ``UnitOfWork`` entered while another is open in the same task (and for
+    the same sessionmaker) shares its session inside a SAVEPOINT: if the inner
+    block raises, only its own work is undone. An instance cannot be entered
+    again while it is open; it may be reused after it has ended.
+
+    ``begin()``/``end()`` are the explicit form of the same, for code that cannot
+    use ``async with``.
+    """
+
+    def __init__(self, sessionmaker: AsyncSessionMaker | None = None) -> None:
+        self._sessionmaker = sessionmaker
+        self.session: AsyncSession | None = None
+        """The open session, or ``None`` outside the unit of work."""
+        self._savepoint: AsyncSessionTransaction | None = None
+        self._outer: _Active | None = None
+        self._open = False
+
+    @property
+    def is_nested(self) -> bool:
+        """Whether this unit of work is a SAVEPOINT inside an outer one."""
+        return self._savepoint is not None
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._open:
+            raise UnitOfWorkError(
+                "this UnitOfWork is already open; use a new UnitOfWork() for another "
+                "unit of work (one opened inside an open one becomes a savepoint)"
+            )
+        self._open = True
+        try:
+            sessionmaker = self._sessionmaker or get_sessionmaker()
+            task = asyncio.current_task()
+            outer = _current.get()
+            if outer is not None and outer.task is task and outer.sessionmaker is sessionmaker:
+                session = outer.session
+                self._savepoint = await session.begin_nested()
+            else:
+                session = sessionmaker()
+        except BaseException:
+            self._open = False
+            raise
+        self.session = session
+        self._outer = outer
+        _current.set(_Active(session, sessionmaker, task))
+        return session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._open:
+            return
+        session, savepoint = self.session, self._savepoint
+        assert session is not None
+        try:
+            if savepoint is not None:
+                await self._end_savepoint(savepoint, exc)
+            else:
+                await self._end_session(session, exc)
+        finally:
+            _current.set(self._outer)
+            self.session, self._savepoint, self._outer = None, None, None
+            self._open = False
+
+    async def begin(self) -> Self:
+        """Open the unit of work without ``async with``; the session is ``self.session``."""
+        await self.__aenter__()
+        return self
+
+    async def end(self, exc: BaseException | None = None) -> None:
+        """Close what :meth:`begin` opened: commit, or roll back if ``exc`` is given."""
+        await self.__aexit__(type(exc) if exc is not None else None, exc, exc.__traceback__ if exc else None)
+
+    async def _end_session(self, session: AsyncSession, exc: BaseException | None) -> None:
+        if exc is None:
+            try:
+                await session.commit()
+            except BaseException as commit_error:
+                await _release(session, commit_error, rollback=True)
+                raise
+            await _release(session, None, rollback=False)
+        else:
+            await _release(session, exc, rollback=True)
+
+    async def _end_savepoint(self, savepoint: AsyncSessionTransaction, exc: BaseException | None) -> None:
+        if exc is None:
+            try:
+                await savepoint.commit()
+                return
+            except BaseException as commit_error:
+                exc = commit_error
+                if savepoint.is_active:
+                    await _quietly(savepoint.rollback(), exc, "rolling back the savepoint")
+                raise
+        if savepoint.is_active:
+            await _quietly(savepoint.rollback(), exc, "rolling back the savepoint")
+
+
+async def close_session(session: AsyncSession) -> None:
+    """Roll back and close ``session``, finishing even if the calling task is cancelled meanwhile."""
+    await _release(session, None, rollback=True)
+
+
+async def _release(session: AsyncSession, exc: BaseException | None, *, rollback: bool) -> None:
+    """Roll back (if asked) and close ``session``, whatever happens to the calling task."""
+
+    async def release() -> None:
+        try:
+            if rollback:
+                await session.rollback()
+        finally:
+            try:
+                await session.close()
+            except BaseException:
+                # The connection is in an unknown state: discard it rather than pool it.
+                await session.invalidate()
+                raise
+
+    if exc is None:
+        await run_to_completion(release())
+    else:
+        await _quietly(release(), exc, "rolling back and closing the session")
+
+
+async def _quietly(coro: Coroutine[Any, Any, None], exc: BaseException, doing: str) -> None:
+    """Run cleanup after ``exc``; a failure of its own is logged and noted on ``exc``, never raised."""
+    try:
+        await run_to_completion(coro)
+    except asyncio.CancelledError:
+        # The cleanup did finish; the caller was cancelled meanwhile. The original exception wins.
+        return
+    except Exception as cleanup_error:
+        logger.warning(
+            "%s after %s failed: %s: %s", doing, type(exc).__name__, type(cleanup_error).__name__, cleanup_error
+        )
+        exc.add_note(f"db_core: {doing} afterwards also failed: {type(cleanup_error).__name__}: {cleanup_error}")
+
+
+async def run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
+    """Await ``coro`` to its end even if the caller is cancelled meanwhile, then re-raise the cancellation.
+
+    Cleanup that is cut short leaves a connection checked out or inside a
+    transaction; ``asyncio.shield`` alone does not help against a cancel
+    scope that cancels again at every await, hence the loop.
+    """
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError

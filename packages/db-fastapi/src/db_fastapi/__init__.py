@@ -1,0 +1,146 @@
+"""db_fastapi: FastAPI dependencies and lifespan for db_core.
+
+- :data:`TransactionDep` (:func:`get_db_transaction`): a session whose
+  transaction commits when the endpoint returns, *before* the response is
+  sent, so a failed commit is a 5xx and never a 2xx; any exception
+  (``HTTPException`` included) rolls it back.
+- :data:`SessionDep` (:func:`get_db_session`): a plain request-scoped session
+  for endpoints that commit themselves; work left uncommitted at the end is
+  rolled back and logged as a warning, never silently dropped.
+- :func:`db_lifespan`: disposes the engine at shutdown, around the
+  application's own lifespan.
+
+A request that finds no free connection within ``DB_POOL_TIMEOUT_SECONDS``
+is answered ``503 Service Unavailable`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+from db_core import UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
+from fastapi import Depends, FastAPI, HTTPException
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from db_fastapi.__about__ import __version__
+
+__all__ = [
+    "SessionDep",
+    "TransactionDep",
+    "__version__",
+    "db_lifespan",
+    "get_db_session",
+    "get_db_transaction",
+]
+
+logger = logging.getLogger("db_fastapi")
+
+RETRY_AFTER_SECONDS = 1
+_WROTE = "db_fastapi.uncommitted_writes"
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+async def get_db_session() -> AsyncIterator[AsyncSession]:
+    """A request-scoped session that the endpoint commits itself.
+
+    Whatever is still uncommitted when the request ends is rolled back, and
+    a warning names it so that a forgotten ``commit()`` is never silent.
+    """
+    session = get_sessionmaker()()
+    _track_writes(session)
+    try:
+        await _acquire(session)
+        yield session
+    finally:
+        if session.new or session.dirty or session.deleted or session.info.get(_WROTE):
+            logger.warning(
+                "request ended with uncommitted changes, which were rolled back "
+                "(%d new, %d changed, %d deleted objects pending, written: %s); "
+                "call `await session.commit()` or use TransactionDep",
+                len(session.new),
+                len(session.dirty),
+                len(session.deleted),
+                bool(session.info.get(_WROTE)),
+            )
+        await close_session(session)
+
+
+async def get_db_transaction() -> AsyncIterator[AsyncSession]:
+    """A session inside a :class:`~db_core.UnitOfWork` spanning the endpoint.
+
+    Use it through :data:`TransactionDep`, whose ``scope="function"`` makes
+    the commit happen before the response is sent.
+    """
+    async with UnitOfWork() as session:
+        await _acquire(session)
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_db_session)]
+"""A plain request-scoped :class:`~sqlalchemy.ext.asyncio.AsyncSession` (:func:`get_db_session`)."""
+
+TransactionDep = Annotated[AsyncSession, Depends(get_db_transaction, scope="function")]
+"""A session committed when the endpoint returns, before the response (:func:`get_db_transaction`)."""
+
+
+def db_lifespan(app_lifespan: Lifespan | None = None, *, ping_on_startup: bool = False) -> Lifespan:
+    """A FastAPI ``lifespan`` that disposes the engine at shutdown.
+
+    ``app_lifespan``, the application's own lifespan, runs inside it (its
+    state is passed through). With ``ping_on_startup`` the application fails
+    to start when the database cannot be reached.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        try:
+            if ping_on_startup:
+                await ping()
+            if app_lifespan is None:
+                yield None
+            else:
+                async with app_lifespan(app) as state:
+                    yield state
+        finally:
+            await dispose_engine()
+
+    return lifespan
+
+
+async def _acquire(session: AsyncSession) -> None:
+    """Check a connection out now, so an exhausted pool is a 503 rather than a 500 mid-endpoint."""
+    try:
+        await session.connection()
+    except sa_exc.TimeoutError:
+        raise HTTPException(
+            status_code=503,
+            detail="the database is busy: no free connection, try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+
+
+def _track_writes(session: AsyncSession) -> None:
+    """Note in ``session.info`` whether the open transaction has written anything."""
+    sync = session.sync_session
+
+    def flushed(s: Session, _context: Any) -> None:
+        s.info[_WROTE] = True
+
+    def executed(state: ORMExecuteState) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            state.session.info[_WROTE] = True
+
+    def ended(s: Session) -> None:
+        s.info.pop(_WROTE, None)
+
+    event.listen(sync, "after_flush", flushed)
+    event.listen(sync, "do_orm_execute", executed)
+    event.listen(sync, "after_commit", ended)
+    event.listen(sync, "after_rollback", ended)

@@ -1,0 +1,47 @@
+"""db_mysql: the MySQL and MariaDB connector for db_core, over aiomysql (``DB_TYPE=mysql``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db_core import DBConnector
+from sqlalchemy.engine import URL
+
+from db_mysql.__about__ import __version__
+
+__all__ = ["MySQLConnector", "__version__"]
+
+
+class MySQLConnector(DBConnector):
+    """MySQL and MariaDB through aiomysql; also answers to ``mariadb``.
+
+    Connections use ``utf8mb4`` and refuse ``LOAD DATA LOCAL INFILE``.
+    """
+
+    name = "mysql"
+    drivername = "mysql+aiomysql"
+    default_port = 3306
+
+    def get_url(self) -> URL:
+        """The URL, with the password prepared for aiomysql (see below)."""
+        url = super().get_url()
+        if url.password:
+            # aiomysql encodes the password as latin-1, while servers hash the UTF-8
+            # bytes; handing it the UTF-8 bytes as latin-1 characters sends those bytes.
+            url = url.set(password=str(url.password).encode("utf-8").decode("latin-1"))
+        return url
+
+    def get_connect_args(self) -> dict[str, Any]:
+        """utf8mb4, no local infile, the connect timeout, TLS and the program name."""
+        s = self.settings
+        args: dict[str, Any] = {
+            "charset": "utf8mb4",
+            "local_infile": False,
+            "connect_timeout": s.connect_timeout_seconds,
+        }
+        if s.application_name:
+            args["program_name"] = s.application_name
+        context = self.ssl_context()
+        if context is not None:
+            args["ssl"] = context
+        return args

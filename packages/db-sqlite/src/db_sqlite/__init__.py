@@ -1,0 +1,110 @@
+"""db_sqlite: the SQLite connector for db_core, over aiosqlite (``DB_TYPE=sqlite``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+from db_core import DBConnector
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from db_sqlite.__about__ import __version__
+
+__all__ = ["MEMORY", "SQLiteConnector", "__version__"]
+
+MEMORY = ":memory:"
+
+
+class SQLiteConnector(DBConnector):
+    """SQLite through aiosqlite.
+
+    ``DB_NAME`` is a file path (relative to the working directory, default
+    ``app.db``) or ``:memory:``. Every connection enforces foreign keys; file
+    databases use WAL. Each transaction starts with ``BEGIN IMMEDIATE``, so
+    concurrent writers wait for the lock (up to ``DB_SQLITE_BUSY_TIMEOUT_SECONDS``)
+    instead of failing with "database is locked" when a reader turns writer.
+
+    ``:memory:`` is one database for the whole process (all event loops),
+    kept until ``dispose_engine()``; each engine reaches it through a single
+    connection, so its units of work run one after another and a rollback
+    only ever undoes its own work.
+    """
+
+    name = "sqlite"
+    drivername = "sqlite+aiosqlite"
+    default_port = None
+    default_database = "app.db"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._memory_name: str | None = None
+        self._keeper: sqlite3.Connection | None = None
+
+    @property
+    def is_memory(self) -> bool:
+        """Whether this is the in-memory database."""
+        return self.database == MEMORY
+
+    def get_url(self) -> URL:
+        """A file URL with an absolute path, or the process's shared in-memory database."""
+        if self.is_memory:
+            return URL.create(
+                self.drivername,
+                database=f"file:{self._memory()}",
+                query={"mode": "memory", "cache": "shared", "uri": "true"},
+            )
+        return URL.create(self.drivername, database=str(Path(self.database).expanduser().absolute()))
+
+    def get_connect_args(self) -> dict[str, Any]:
+        """The busy timeout: how long a writer waits for the database lock."""
+        return {"timeout": self.settings.sqlite_busy_timeout_seconds}
+
+    def get_engine_args(self) -> dict[str, Any]:
+        """The pool settings for files; one long-lived connection for ``:memory:``."""
+        args = super().get_engine_args()
+        args["poolclass"] = AsyncAdaptedQueuePool
+        if self.is_memory:
+            args.update(pool_size=1, max_overflow=0, pool_recycle=-1, pool_pre_ping=False)
+        return args
+
+    def on_connect(self, dbapi_connection: Any) -> None:
+        """Foreign keys on, WAL for files, and transactions left to :meth:`setup_engine`."""
+        # Autocommit at the driver level: the "begin" listener issues BEGIN itself,
+        # which is what makes SAVEPOINT and BEGIN IMMEDIATE work with pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not self.is_memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    def setup_engine(self, engine: AsyncEngine) -> None:
+        """Start every transaction with ``BEGIN IMMEDIATE``."""
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        """Let the in-memory database go."""
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
+            self._memory_name = None
+
+    def _memory(self) -> str:
+        if self._memory_name is None:
+            self._memory_name = f"db_core_{uuid.uuid4().hex}"
+            # A shared in-memory database lives while one connection to it is open;
+            # this one outlives every engine and event loop until close().
+            self._keeper = sqlite3.connect(
+                f"file:{self._memory_name}?mode=memory&cache=shared", uri=True, check_same_thread=False
+            )
+        return self._memory_name
