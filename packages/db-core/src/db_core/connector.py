@@ -48,6 +48,12 @@ class DBConnector:
     default_database: ClassVar[str] = "app"
     """The database used when ``DB_NAME`` is unset."""
 
+    default_pool_size: ClassVar[int] = 10
+    """The pool size used when ``DB_POOL_SIZE`` is unset."""
+
+    default_max_overflow: ClassVar[int] = 20
+    """The overflow used when ``DB_MAX_OVERFLOW`` is unset."""
+
     api_version: ClassVar[int] = API_VERSION
     """The :data:`API_VERSION` this connector implements."""
 
@@ -61,6 +67,16 @@ class DBConnector:
     def port(self) -> int | None:
         """``DB_PORT``, or this backend's default port."""
         return self.settings.port if self.settings.port is not None else self.default_port
+
+    @property
+    def pool_size(self) -> int:
+        """``DB_POOL_SIZE``, or this backend's default."""
+        return self.settings.pool_size if self.settings.pool_size is not None else self.default_pool_size
+
+    @property
+    def max_overflow(self) -> int:
+        """``DB_MAX_OVERFLOW``, or this backend's default."""
+        return self.settings.max_overflow if self.settings.max_overflow is not None else self.default_max_overflow
 
     @property
     def database(self) -> str:
@@ -93,8 +109,8 @@ class DBConnector:
         """Keyword arguments for :func:`~sqlalchemy.ext.asyncio.create_async_engine`."""
         s = self.settings
         return {
-            "pool_size": s.pool_size,
-            "max_overflow": s.max_overflow,
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
             "pool_timeout": s.pool_timeout_seconds,
             "pool_recycle": s.pool_recycle_seconds,
             "pool_pre_ping": s.pool_pre_ping,

@@ -66,9 +66,16 @@ class DatabaseSettings(BaseSettings):
     )
     user: str | None = Field(default="app", description="the user name to log in as")
     password: SecretStr = Field(default=SecretStr(""), description="the password (never shown)")
-    pool_size: int = Field(default=10, ge=1, description="a whole number of pooled connections, at least 1")
-    max_overflow: int = Field(
-        default=20, ge=0, description="a whole number of extra connections above pool_size, 0 or more"
+    pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="a whole number of pooled connections, at least 1 (unset: the backend's default, 10; 1 on SQLite)",
+    )
+    max_overflow: int | None = Field(
+        default=None,
+        ge=0,
+        description="a whole number of extra connections above pool_size, 0 or more "
+        "(unset: the backend's default, 20; 0 on SQLite)",
     )
     pool_timeout_seconds: float = Field(
         default=30.0, gt=0, description="seconds to wait for a free connection, a positive number"

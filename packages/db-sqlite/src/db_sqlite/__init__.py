@@ -25,9 +25,14 @@ class SQLiteConnector(DBConnector):
 
     ``DB_NAME`` is a file path (relative to the working directory, default
     ``app.db``) or ``:memory:``. Every connection enforces foreign keys; file
-    databases use WAL. Each transaction starts with ``BEGIN IMMEDIATE``, so
-    concurrent writers wait for the lock (up to ``DB_SQLITE_BUSY_TIMEOUT_SECONDS``)
-    instead of failing with "database is locked" when a reader turns writer.
+    databases use WAL. Each transaction starts with ``BEGIN IMMEDIATE``, so a
+    reader never fails with "database is locked" when it turns writer.
+
+    SQLite runs one write transaction at a time, so by default the pool has
+    one connection and no overflow: units of work queue fairly in the pool
+    (up to ``DB_POOL_TIMEOUT_SECONDS``) rather than poll for the file lock.
+    ``DB_POOL_SIZE``/``DB_MAX_OVERFLOW`` still apply when set; other processes
+    are waited for up to ``DB_SQLITE_BUSY_TIMEOUT_SECONDS``.
 
     ``:memory:`` is one database for the whole process (all event loops),
     kept until ``dispose_engine()``; each engine reaches it through a single
@@ -39,6 +44,8 @@ class SQLiteConnector(DBConnector):
     drivername = "sqlite+aiosqlite"
     default_port = None
     default_database = "app.db"
+    default_pool_size = 1
+    default_max_overflow = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,0 +1,138 @@
+"""DatabaseSettings: DB_* variables, DB_URL / DATABASE_URL, .env, defaults (done means 2 and 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from db_core import ConfigurationError, DatabaseSettings, get_connector
+
+
+def test_defaults_follow_the_seed() -> None:
+    s = DatabaseSettings(_env_file=None)
+    assert (s.host, s.user, s.pool_size, s.max_overflow) == ("localhost", "app", None, None)
+    assert (s.pool_timeout_seconds, s.pool_recycle_seconds) == (30, 1800)
+    assert s.password.get_secret_value() == ""
+
+
+def test_reads_db_variables_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("db_host", "db.internal")
+    monkeypatch.setenv("DB_PORT", "6543")
+    monkeypatch.setenv("Db_Pool_Size", "3")
+    s = DatabaseSettings(_env_file=None)
+    assert (s.host, s.port, s.pool_size) == ("db.internal", 6543, 3)
+
+
+@pytest.mark.parametrize("value", ["POSTGRES", "postgresql", "pg", " Postgres "])
+def test_type_spellings_resolve_to_postgres(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DB_TYPE", value)
+    assert get_connector(DatabaseSettings(_env_file=None)).name == "postgres"
+
+
+def test_mysql_without_port_uses_3306(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_TYPE", "mysql")
+    connector = get_connector(DatabaseSettings(_env_file=None))
+    assert connector.url.port == 3306
+    monkeypatch.setenv("DB_TYPE", "mariadb")
+    assert get_connector(DatabaseSettings(_env_file=None)).url.port == 3306
+
+
+def test_postgres_without_port_uses_5432() -> None:
+    assert get_connector(DatabaseSettings(type="postgres", _env_file=None)).url.port == 5432
+
+
+def test_sqlite_default_name_is_app_db_in_working_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    connector = get_connector(DatabaseSettings(type="sqlite", _env_file=None))
+    assert connector.url.database == str(tmp_path / "app.db")
+
+
+def test_db_url_overrides_parts_and_selects_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "ignored")
+    monkeypatch.setenv("DB_URL", "mysql://bob:p%40ss@db.example:3307/shop?ssl_mode=REQUIRED")
+    s = DatabaseSettings(_env_file=None)
+    assert (s.type, s.host, s.port, s.name, s.user) == ("mysql", "db.example", 3307, "shop", "bob")
+    assert s.password.get_secret_value() == "p@ss"
+    url = get_connector(s).url
+    assert url.drivername == "mysql+aiomysql"
+    assert url.query["ssl_mode"] == "REQUIRED"
+
+
+def test_database_url_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@h/d")
+    s = DatabaseSettings(_env_file=None)
+    assert (s.type, s.host, s.name, s.user) == ("postgres", "h", "d", "u")
+    monkeypatch.setenv("DB_URL", "sqlite:///x.db")
+    assert DatabaseSettings(_env_file=None).type == "sqlite"
+
+
+def test_url_sslmode_becomes_ssl_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_URL", "postgresql://u@h/d?sslmode=require")
+    s = DatabaseSettings(_env_file=None)
+    assert s.ssl_mode == "require"
+    assert "sslmode" not in get_connector(s).url.query
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("DB_TYPE=mysql\nDB_NAME=from_dotenv\nOTHER_APP_SETTING=1\n")
+    monkeypatch.chdir(tmp_path)
+    s = DatabaseSettings()
+    assert (s.type, s.name) == ("mysql", "from_dotenv")
+    monkeypatch.setenv("DB_NAME", "from_env")
+    assert DatabaseSettings().name == "from_env"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DB_PORT", "70000"),
+        ("DB_PORT", "0"),
+        ("DB_PORT", "abc"),
+        ("DB_POOL_SIZE", "-5"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_POOL_TIMEOUT_SECONDS", "0"),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "-2"),
+        ("DB_ECHO", "maybe"),
+        ("DB_SSL_MODE", "sometimes"),
+    ],
+)
+def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings(_env_file=None)
+    message = str(info.value)
+    assert variable in message
+    assert repr(value) in message
+    assert "Set " + variable in message  # the fix
+
+
+def test_invalid_url_names_db_url_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_URL", "not a url with hunter2")
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings(_env_file=None)
+    assert "DB_URL" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_settings_are_immutable() -> None:
+    s = DatabaseSettings(_env_file=None)
+    with pytest.raises(ValueError, match="frozen"):
+        s.host = "other"  # type: ignore[misc]
+
+
+def test_from_env_is_the_seed_spelling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_NAME", "seed")
+    assert DatabaseSettings.from_env().name == "seed"
+
+
+def test_pool_defaults_come_from_the_connector(monkeypatch: pytest.MonkeyPatch) -> None:
+    postgres = get_connector(DatabaseSettings(type="postgres", _env_file=None)).get_engine_args()
+    assert (postgres["pool_size"], postgres["max_overflow"]) == (10, 20)
+    sqlite = get_connector(DatabaseSettings(type="sqlite", _env_file=None)).get_engine_args()
+    assert (sqlite["pool_size"], sqlite["max_overflow"]) == (1, 0)
+    monkeypatch.setenv("DB_POOL_SIZE", "4")
+    monkeypatch.setenv("DB_MAX_OVERFLOW", "2")
+    explicit = get_connector(DatabaseSettings(type="sqlite", _env_file=None)).get_engine_args()
+    assert (explicit["pool_size"], explicit["max_overflow"], explicit["pool_timeout"]) == (4, 2, 30)
