@@ -21,10 +21,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from db_core import DatabaseSettings, configure, dispose_engine, get_engine
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db_core import DatabaseSettings, configure, dispose_engine, get_engine
 
 REQUIRE_SERVERS = os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get(
     "DB_TEST_REQUIRE_SERVERS", ""
@@ -120,7 +121,9 @@ def _server(backend: str, admin_url: str) -> Iterator[Server]:
         _unavailable(backend, admin_url, exc)
     url = make_url(admin_url)
     default_port = 5432 if backend == "postgres" else 3306
-    yield Server(backend, url.host or "127.0.0.1", url.port or default_port, url.username or "", url.password or "", name)
+    yield Server(
+        backend, url.host or "127.0.0.1", url.port or default_port, url.username or "", url.password or "", name
+    )
     drop = f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if backend == "postgres" else "")
     asyncio.run(_admin(backend, [drop]))
 
@@ -137,7 +140,9 @@ def mysql_server() -> Iterator[Server]:
     yield from _server("mysql", MYSQL_ADMIN_URL)
 
 
-def backend_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path, **overrides: Any) -> DatabaseSettings:
+def backend_settings(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, **overrides: Any
+) -> DatabaseSettings:
     """Settings for ``backend``: a fresh SQLite file, or this run's database on the server."""
     if backend == "sqlite":
         return DatabaseSettings(type="sqlite", name=str(tmp_path / "test.db"), _env_file=None, **overrides)
@@ -166,7 +171,7 @@ async def db(settings: DatabaseSettings) -> AsyncIterator[DatabaseSettings]:
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own DB_* variables."""
     for key in list(os.environ):
-        if key.upper().startswith("DB_") and not key.upper().startswith("DB_TEST_") or key.upper() == "DATABASE_URL":
+        if (key.upper().startswith("DB_") and not key.upper().startswith("DB_TEST_")) or key.upper() == "DATABASE_URL":
             monkeypatch.delenv(key)
 
 

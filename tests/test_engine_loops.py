@@ -8,9 +8,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
+
 from db_core import DatabaseSettings, configure, dispose_engine, get_engine, get_sessionmaker
 from db_core import engine as engine_module
-from sqlalchemy import text
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from db_core import configure, dispose_engine, get_engine
 from sqlalchemy import text
+
+from db_core import configure, dispose_engine, get_engine
 
 engines: list[int] = []
 
@@ -24,7 +25,9 @@ def configured_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     if backend == "sqlite":
         from db_core import DatabaseSettings
 
-        settings = DatabaseSettings(type="sqlite", name=str(Path(tmp_path_factory.mktemp("s")) / "a.db"), _env_file=None)
+        settings = DatabaseSettings(
+            type="sqlite", name=str(Path(tmp_path_factory.mktemp("s")) / "a.db"), _env_file=None
+        )
     else:
         settings = request.getfixturevalue(f"{backend}_server").settings()
     engines.clear()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from db_core import UnitOfWork
-from db_fastapi import SessionDep, TransactionDep, db_lifespan
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+
+from db_core import UnitOfWork
+from db_fastapi import SessionDep, TransactionDep, db_lifespan
 
 
 async def create_user_with_profile(schema: SimpleNamespace, name: str, bio: str) -> None:

@@ -8,10 +8,10 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from db_core import DatabaseSettings, UnitOfWork, UnitOfWorkError, get_engine
+from conftest import Server
 from sqlalchemy import func, select, text
 
-from conftest import Server
+from db_core import DatabaseSettings, UnitOfWork, UnitOfWorkError, get_engine
 
 
 async def names(schema: SimpleNamespace) -> list[str]:
@@ -24,7 +24,8 @@ def slow_query(backend: str) -> str:
         "postgres": "SELECT pg_sleep(0.02)",
         "mysql": "SELECT SLEEP(0.02)",
         # SQLite has no sleep: a recursive count takes a few milliseconds.
-        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT count(*) FROM c",
+        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
+        "SELECT count(*) FROM c",
     }[backend]
 
 
@@ -81,7 +82,7 @@ async def test_nested_unit_of_work_is_a_savepoint(schema: SimpleNamespace) -> No
 
 async def test_outer_failure_undoes_committed_savepoints(schema: SimpleNamespace) -> None:
     with pytest.raises(KeyError):
-        async with UnitOfWork() as outer:
+        async with UnitOfWork():
             async with UnitOfWork() as inner:
                 inner.add(schema.User(name="inner"))
             raise KeyError("outer")

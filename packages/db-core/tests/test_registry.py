@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+
 from db_core import (
     API_VERSION,
     ConnectorLoadError,
@@ -15,10 +16,10 @@ from db_core import (
     available_connectors,
     get_connector,
     register_connector,
+    registry,
     resolve_connector,
     unregister_connector,
 )
-from db_core import registry
 
 
 class InCodeConnector(DBConnector):
@@ -87,7 +88,7 @@ def test_wrong_api_version_is_refused() -> None:
 
 
 def test_not_a_connector_is_refused() -> None:
-    with pytest.raises(ConnectorLoadError, match="not a db_core.DBConnector"):
+    with pytest.raises(ConnectorLoadError, match=r"not a db_core\.DBConnector"):
         register_connector("nope", object)  # type: ignore[arg-type]
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from db_core import DatabaseSettings, UnitOfWork, configure, dispose_engine, get_connector_instance, get_engine
+from conftest import Base, Profile, User
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from conftest import Base, Profile, User
+from db_core import DatabaseSettings, UnitOfWork, configure, dispose_engine, get_connector_instance, get_engine
 
 
 @pytest.fixture(params=["file", "memory"])

@@ -41,7 +41,7 @@ def _backends() -> int:
         return 1
     widths = [max(len(row[col]) for row in rows) for col in range(3)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[3])
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3]]))
     return 0
 
 
@@ -52,10 +52,17 @@ def _check() -> int:
     except DBError as exc:
         print(f"db check: {exc}", file=sys.stderr)
         return 2
-    url = connector.url.render_as_string(hide_password=True)
+    password = settings.password.get_secret_value()
+    try:
+        url = connector.url.render_as_string(hide_password=True)
+        engine = connector.create_engine()
+    except Exception as exc:
+        # A missing driver or a URL the dialect refuses: still one line, never a traceback.
+        print(f"db check: cannot use connector {connector.name!r}: {_scrub(describe_error(exc, settings), password)}",
+              file=sys.stderr)
+        return 2
     print(f"connector:  {connector.name} ({type(connector).__module__}.{type(connector).__qualname__})")
     print(f"url:        {url}")
-    engine = connector.create_engine()
 
     async def run() -> None:
         try:
@@ -69,7 +76,7 @@ def _check() -> int:
     try:
         asyncio.run(run())
     except Exception as exc:
-        reason = _scrub(describe_error(exc, settings), settings.password.get_secret_value())
+        reason = _scrub(describe_error(exc, settings), password)
         print(f"db check: cannot connect to {url}: {reason}", file=sys.stderr)
         return 1
     return 0

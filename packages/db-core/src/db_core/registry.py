@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
+from importlib import metadata
 from importlib.metadata import EntryPoint, entry_points
 
 from db_core.connector import API_VERSION, DBConnector
@@ -95,7 +96,7 @@ def register_connector(name: str, connector: type[DBConnector], *, aliases: tupl
     Meant for tests and frozen applications; it takes precedence over an
     installed connector of the same name.
     """
-    _check(name, connector, "registered in code")
+    _checked(name, connector, "registered in code")
     info = ConnectorInfo(name.lower(), tuple(a.lower() for a in aliases), _target(connector), None, None)
     with _lock:
         for key in (info.name, *info.aliases):
@@ -124,19 +125,17 @@ def resolve_connector(name: str) -> type[DBConnector]:
         return _registered[key][0]
     if key in _loaded:
         return _loaded[key]
-    by_name, infos = _discover()
-    ep = by_name.get(key)
+    ep = _discover()[0].get(key)
     if ep is None:
         installed = [i.name for i in available_connectors()]
-        extra = _EXTRAS.get(key)
-        hint = f'pip install "db-core[{extra}]"' if extra else None
-        raise ConnectorNotFoundError(key, installed, hint)
+        raise ConnectorNotFoundError(key, installed, _install_hint(key))
     origin = f"{ep.dist.name} {ep.dist.version}" if ep.dist else f"entry point {ep.value}"
     try:
-        loaded = ep.load()
+        loaded = _checked(key, ep.load(), origin)
+    except ConnectorLoadError:
+        raise
     except Exception as exc:
         raise ConnectorLoadError(key, origin, f"{type(exc).__name__}: {exc}") from exc
-    _check(key, loaded, origin)
     with _lock:
         _loaded[key] = loaded
     return loaded
@@ -155,7 +154,23 @@ def default_type(settings: DatabaseSettings) -> str:
     return installed[0].name if len(installed) == 1 else DEFAULT_TYPE
 
 
-def _check(name: str, obj: object, origin: str) -> None:
+def _install_hint(key: str) -> str | None:
+    extra = _EXTRAS.get(key)
+    if extra is None:
+        return None
+    hint = f'pip install "db-core[{extra}]"'
+    try:
+        # The package index holds unrelated projects with our names (db-mysql 0.1.x).
+        other = metadata.distribution(f"db-{extra}")
+    except metadata.PackageNotFoundError:
+        return hint
+    return (
+        f"{hint} (the installed db-{extra} {other.version} registers no db_core connector: "
+        f"it is another project of the same name; uninstall it first)"
+    )
+
+
+def _checked(name: str, obj: object, origin: str) -> type[DBConnector]:
     if not (isinstance(obj, type) and issubclass(obj, DBConnector)):
         raise ConnectorLoadError(name, origin, f"{obj!r} is not a db_core.DBConnector subclass")
     if obj.api_version != API_VERSION:
@@ -165,6 +180,7 @@ def _check(name: str, obj: object, origin: str) -> None:
             f"it implements connector API version {obj.api_version}, but this db-core implements "
             f"version {API_VERSION}; install versions of the two that match",
         )
+    return obj
 
 
 def _target(connector: type[DBConnector]) -> str:

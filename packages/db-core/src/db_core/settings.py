@@ -156,7 +156,7 @@ class DatabaseSettings(BaseSettings):
                 object.__setattr__(self, field, value)
                 self.__pydantic_fields_set__.add(field)
         if self.ssl_mode not in (None, "disable", "prefer", "require", "verify-ca", "verify-full"):
-            raise ValueError(f"sslmode in DB_URL must be one of disable, prefer, require, verify-ca, verify-full")
+            raise ValueError("sslmode in DB_URL must be one of disable, prefer, require, verify-ca, verify-full")
         return self
 
 

@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from db_core import UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from db_core import UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
 from db_fastapi.__about__ import __version__
 
 __all__ = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from db_core import DBConnector
 from sqlalchemy.engine import URL
 
+from db_core import DBConnector
 from db_mysql.__about__ import __version__
 
 __all__ = ["MySQLConnector", "__version__"]

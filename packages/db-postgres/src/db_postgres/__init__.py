@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from db_core import DBConnector
-
 from db_postgres.__about__ import __version__
 
 __all__ = ["PostgresConnector", "__version__"]
@@ -19,7 +18,7 @@ class PostgresConnector(DBConnector):
     default_port = 5432
 
     def get_connect_args(self) -> dict[str, Any]:
-        """asyncpg's connect timeout, TLS and ``application_name``."""
+        """The connect timeout, TLS and ``application_name`` for asyncpg."""
         s = self.settings
         args: dict[str, Any] = {"timeout": s.connect_timeout_seconds}
         if s.application_name:

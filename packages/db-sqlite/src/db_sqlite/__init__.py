@@ -7,12 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from db_core import DBConnector
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from db_core import DBConnector
 from db_sqlite.__about__ import __version__
 
 __all__ = ["MEMORY", "SQLiteConnector", "__version__"]
