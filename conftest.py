@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -113,10 +114,16 @@ async def _admin(backend: str, statements: tuple[str, ...] | list[str]) -> list[
     return rows
 
 
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` on a loop of its own, also when called from a test that is already on one."""
+    with ThreadPoolExecutor(1) as executor:
+        return executor.submit(asyncio.run, coro).result()
+
+
 def _server(backend: str, admin_url: str) -> Iterator[Server]:
     name = f"db_test_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(backend, [f"CREATE DATABASE {name}"]))
+        _run(_admin(backend, [f"CREATE DATABASE {name}"]))
     except Exception as exc:
         _unavailable(backend, admin_url, exc)
     url = make_url(admin_url)
@@ -125,7 +132,7 @@ def _server(backend: str, admin_url: str) -> Iterator[Server]:
         backend, url.host or "127.0.0.1", url.port or default_port, url.username or "", url.password or "", name
     )
     drop = f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if backend == "postgres" else "")
-    asyncio.run(_admin(backend, [drop]))
+    _run(_admin(backend, [drop]))
 
 
 @pytest.fixture(scope="session")

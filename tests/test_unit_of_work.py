@@ -110,11 +110,8 @@ async def test_random_cancellations_leak_nothing_and_lose_nothing(
     schema: SimpleNamespace, settings: DatabaseSettings
 ) -> None:
     backend = settings.type or ""
-    if backend == "sqlite":
-        # Known gap, tracked for the fault suite: a cancel landing in the pool's own
-        # reset can orphan an aiosqlite connection that holds the write lock.
-        pytest.skip("random cancellation storms are covered on the servers; SQLite is the fault suite's job")
     committed: list[str] = []
+    committing: set[str] = set()
     rng = random.Random(20261125)
 
     async def unit(index: int) -> None:
@@ -123,6 +120,7 @@ async def test_random_cancellations_leak_nothing_and_lose_nothing(
                 session.add(schema.User(name=f"u{index}"))
                 await session.flush()
                 await session.execute(text(slow_query(backend)))
+                committing.add(f"u{index}")
         committed.append(f"u{index}")
 
     results = await asyncio.gather(*(unit(i) for i in range(200)), return_exceptions=True)
@@ -130,12 +128,17 @@ async def test_random_cancellations_leak_nothing_and_lose_nothing(
     others = [r for r in results if isinstance(r, BaseException) and not isinstance(r, TimeoutError)]
     assert not others, others[:3]
     assert timeouts > 0  # the test really cancelled something
+    del results
     gc.collect()
     assert get_engine().pool.checkedout() == 0  # type: ignore[attr-defined]
-    # Every unit that finished is stored; none of the cancelled ones is.
-    assert sorted(await names(schema)) == sorted(committed)
+    stored = set(await names(schema))
+    # Nothing that finished is lost...
+    assert set(committed) <= stored
+    # ...and a cancelled unit is stored only if the cancellation came during its COMMIT,
+    # which then completed before the cancellation propagated.
+    assert stored <= committing
     async with UnitOfWork() as session:
-        assert (await session.execute(select(func.count()).select_from(schema.User))).scalar_one() == len(committed)
+        assert (await session.execute(select(func.count()).select_from(schema.User))).scalar_one() == len(stored)
 
 
 async def _kill(server: Server, connection_id: int) -> None:

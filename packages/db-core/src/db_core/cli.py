@@ -58,8 +58,10 @@ def _check() -> int:
         engine = connector.create_engine()
     except Exception as exc:
         # A missing driver or a URL the dialect refuses: still one line, never a traceback.
-        print(f"db check: cannot use connector {connector.name!r}: {_scrub(describe_error(exc, settings), password)}",
-              file=sys.stderr)
+        print(
+            f"db check: cannot use connector {connector.name!r}: {_scrub(describe_error(exc, settings), password)}",
+            file=sys.stderr,
+        )
         return 2
     print(f"connector:  {connector.name} ({type(connector).__module__}.{type(connector).__qualname__})")
     print(f"url:        {url}")
@@ -92,6 +94,9 @@ def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
 
 
 def _scrub(text: str, password: str) -> str:
-    for form in {password, quote(password, safe=""), quote(password)} - {""}:
+    """Mask the password should a driver ever quote it (too short a one would mask ordinary words)."""
+    if len(password) < 4:
+        return text
+    for form in {password, quote(password, safe=""), quote(password)}:
         text = text.replace(form, "***")
     return text

@@ -113,8 +113,12 @@ class DatabaseSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            # "from None": pydantic's own text repeats the raw input, secrets included.
-            raise _configuration_error(exc) from None
+            error = _configuration_error(exc)
+        else:
+            return
+        # Raised outside the except block: pydantic's error repeats the raw input, secrets
+        # included, and must not ride along as __context__.
+        raise error
 
     @classmethod
     def from_env(cls) -> DatabaseSettings:
@@ -156,7 +160,9 @@ class DatabaseSettings(BaseSettings):
                 object.__setattr__(self, field, value)
                 self.__pydantic_fields_set__.add(field)
         if self.ssl_mode not in (None, "disable", "prefer", "require", "verify-ca", "verify-full"):
-            raise ValueError("sslmode in DB_URL must be one of disable, prefer, require, verify-ca, verify-full")
+            raise ValueError("its sslmode must be one of disable, prefer, require, verify-ca, verify-full")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError(f"its port {self.port} is not a TCP port from 1 to 65535")
         return self
 
 

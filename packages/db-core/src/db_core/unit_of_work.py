@@ -37,7 +37,8 @@ class UnitOfWork:
 
     ``async with UnitOfWork() as session:`` commits when the block ends
     normally, rolls back when it raises, and always closes the session and
-    returns its connection to the pool, also when the task is cancelled. A
+    returns its connection to the pool, also when the task is cancelled (a
+    cancellation that arrives during COMMIT lets the commit finish first). A
     failure while rolling back or closing never replaces the exception that
     caused it (it is logged and noted on that exception instead).
 
@@ -119,7 +120,9 @@ class UnitOfWork:
     async def _end_session(self, session: AsyncSession, exc: BaseException | None) -> None:
         if exc is None:
             try:
-                await session.commit()
+                # Once COMMIT is on its way its outcome must be known: a cancellation
+                # arriving meanwhile waits for it, then propagates.
+                await run_to_completion(session.commit())
             except BaseException as commit_error:
                 await _release(session, commit_error, rollback=True)
                 raise

@@ -17,12 +17,13 @@ is answered ``503 Service Unavailable`` with ``Retry-After``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from sqlalchemy import event
+from sqlalchemy import TextClause, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -43,6 +44,12 @@ logger = logging.getLogger("db_fastapi")
 
 RETRY_AFTER_SECONDS = 1
 _WROTE = "db_fastapi.uncommitted_writes"
+# A textual statement (``text("INSERT ...")``) that writes: its first keyword, after comments.
+# Each comment can only be read one way, so a statement that does not match fails fast.
+_WRITE_SQL = re.compile(
+    r"\A(?:\s|\(|--[^\n]*(?:\n|\Z)|/\*(?:[^*]|\*(?!/))*\*/)*(?:INSERT|UPDATE|DELETE|MERGE|REPLACE|UPSERT)\b",
+    re.IGNORECASE,
+)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
@@ -134,7 +141,13 @@ def _track_writes(session: AsyncSession) -> None:
         s.info[_WROTE] = True
 
     def executed(state: ORMExecuteState) -> None:
-        if state.is_insert or state.is_update or state.is_delete:
+        statement = state.statement
+        if (
+            state.is_insert
+            or state.is_update
+            or state.is_delete
+            or (isinstance(statement, TextClause) and _WRITE_SQL.match(statement.text))
+        ):
             state.session.info[_WROTE] = True
 
     def ended(s: Session) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
+import aiomysql
 from sqlalchemy.engine import URL
 
 from db_core import DBConnector
@@ -41,7 +44,29 @@ class MySQLConnector(DBConnector):
         }
         if s.application_name:
             args["program_name"] = s.application_name
+        # aiomysql's connect_timeout covers only the TCP connect; a server that accepts
+        # and then never greets would hang the handshake forever. Bound all of it.
+        args["async_creator_fn"] = functools.partial(_connect_within, s.connect_timeout_seconds)
         context = self.ssl_context()
         if context is not None:
             args["ssl"] = context
         return args
+
+
+async def _connect_within(seconds: float, *args: Any, **kwargs: Any) -> Any:
+    """Connect like ``aiomysql.connect``, the whole handshake bounded by ``seconds``.
+
+    aiomysql closes its socket when connecting fails with an ``Exception`` but
+    not when the attempt is cancelled (a request timeout, a client gone), which
+    leaks the socket; here the connection is closed on any way out.
+    """
+    connection = aiomysql.Connection(*args, **kwargs)
+    try:
+        await asyncio.wait_for(connection._connect(), seconds)
+    except TimeoutError:
+        connection.close()
+        raise TimeoutError(f"no answer from the MySQL server within DB_CONNECT_TIMEOUT_SECONDS={seconds:g}") from None
+    except BaseException:
+        connection.close()
+        raise
+    return connection

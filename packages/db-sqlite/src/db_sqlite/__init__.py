@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from db_core import DBConnector
+from db_core import ConfigurationError, DBConnector
 from db_sqlite.__about__ import __version__
 
 __all__ = ["MEMORY", "SQLiteConnector", "__version__"]
@@ -93,11 +94,33 @@ class SQLiteConnector(DBConnector):
             cursor.close()
 
     def setup_engine(self, engine: AsyncEngine) -> None:
-        """Start every transaction with ``BEGIN IMMEDIATE``."""
+        """Start every transaction with ``BEGIN IMMEDIATE``; roll back before a connection is closed."""
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        if not self.is_memory:
+
+            @event.listens_for(engine.sync_engine, "do_connect")
+            def _check_directory(*_args: Any) -> None:
+                # Said here, before aiosqlite starts a thread: its own failure path
+                # (aiosqlite 0.22) can print a worker traceback after the loop closed.
+                directory = Path(self.get_url().database or "").parent
+                if not directory.is_dir():
+                    raise ConfigurationError(
+                        f"unable to open database file: the directory {directory} does not exist "
+                        f"(DB_NAME={self.database!r}); create it or set DB_NAME to a file in an existing directory"
+                    )
+
+        @event.listens_for(engine.sync_engine, "close")
+        def _close(dbapi_connection: Any, _record: Any) -> None:
+            # A connection invalidated mid-statement (a cancelled task) is closed while
+            # its cursor lives on in the traceback; sqlite then keeps it as a "zombie"
+            # that holds the write lock until the garbage collector finds the cursor.
+            # Rolling back first releases the lock now.
+            with contextlib.suppress(Exception):
+                dbapi_connection.rollback()
 
     def close(self) -> None:
         """Let the in-memory database go."""
