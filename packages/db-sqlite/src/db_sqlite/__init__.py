@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -69,8 +72,8 @@ class SQLiteConnector(DBConnector):
         return URL.create(self.drivername, database=str(Path(self.database).expanduser().absolute()))
 
     def get_connect_args(self) -> dict[str, Any]:
-        """The busy timeout: how long a writer waits for the database lock."""
-        return {"timeout": self.settings.sqlite_busy_timeout_seconds}
+        """The busy timeout (how long a writer waits for another process's lock)."""
+        return {"timeout": self.settings.sqlite_busy_timeout_seconds, "async_creator_fn": _connect}
 
     def get_engine_args(self) -> dict[str, Any]:
         """The pool settings for files; one long-lived connection for ``:memory:``."""
@@ -138,3 +141,34 @@ class SQLiteConnector(DBConnector):
                 f"file:{self._memory_name}?mode=memory&cache=shared", uri=True, check_same_thread=False
             )
         return self._memory_name
+
+
+_closing: set[asyncio.Future[Any]] = set()
+
+
+async def _connect(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
+    """``aiosqlite.connect``, safe to cancel.
+
+    aiosqlite opens the database in its worker thread; when the awaiting task
+    is cancelled meanwhile, the handle it opens is never closed and is left to
+    the garbage collector. Here the opening always finishes, and a connection
+    nobody waits for any more is closed.
+    """
+    connection = aiosqlite.connect(*args, **kwargs)
+    # As SQLAlchemy does for its own connect: the worker must not keep the interpreter alive.
+    thread = connection if isinstance(connection, threading.Thread) else connection._thread
+    thread.daemon = True
+    opening = asyncio.ensure_future(connection)
+    try:
+        return await asyncio.shield(opening)
+    except BaseException:
+        opening.add_done_callback(_close_unclaimed)
+        raise
+
+
+def _close_unclaimed(opening: asyncio.Future[aiosqlite.Connection]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    closing = asyncio.ensure_future(opening.result().close())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
