@@ -28,8 +28,17 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy
 from sqlalchemy import String, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
+
+# What a refused login raises: SQLAlchemy 2.1 wraps the driver's error in DBAPIError; 2.0 lets
+# asyncpg's own exception through when connecting (aiomysql's are wrapped on both).
+LOGIN_ERRORS: tuple[type[BaseException], ...] = (DBAPIError,)
+if sqlalchemy.__version__.startswith("2.0."):
+    import asyncpg
+
+    LOGIN_ERRORS = (DBAPIError, asyncpg.PostgresError)
 
 from db_core import (
     DatabaseSettings,
@@ -381,7 +390,7 @@ async def test_password_logs_in_from_url(
 async def test_wrong_password_is_refused(checked_login: Login, configured: Any) -> None:
     """The password is really checked: the same user with another password cannot log in."""
     configured(checked_login.settings(WRONG_PASSWORD))
-    with pytest.raises(DBAPIError) as info:
+    with pytest.raises(LOGIN_ERRORS) as info:
         await ping()
     message = str(info.value).lower()
     assert "password" in message or "access denied" in message, message
@@ -484,7 +493,7 @@ async def test_debug_logs_with_echo_never_show_the_password(
 
 async def _connect_error(settings: DatabaseSettings, configured: Any) -> BaseException:
     configured(settings)
-    with pytest.raises((DBAPIError, OSError)) as info:
+    with pytest.raises((*LOGIN_ERRORS, OSError)) as info:
         await ping()
     await dispose_engine()
     configured(None)
@@ -498,7 +507,7 @@ async def test_wrong_password_error_never_shows_the_password(checked_login: Logi
     assert_error_has_no_secret(exc, f"wrong-password error [{checked_login.backend}]")
     # And through a unit of work.
     configured(checked_login.settings(near_miss))
-    with pytest.raises(DBAPIError) as info:
+    with pytest.raises(LOGIN_ERRORS) as info:
         async with UnitOfWork() as session:
             await session.execute(text("SELECT 1"))
     assert_error_has_no_secret(info.value, f"wrong-password error in a UnitOfWork [{checked_login.backend}]")

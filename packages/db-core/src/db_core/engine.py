@@ -70,6 +70,8 @@ def configure(settings: DatabaseSettings | None) -> None:
     """
     global _configured
     with _lock:
+        if _database is not None:
+            _forget_dead_loops(_database)
         if _database is not None and _database.engines:
             raise ConfigurationError("configure() called while engines are open: await dispose_engine() first")
         _configured = settings
