@@ -32,14 +32,6 @@ import sqlalchemy
 from sqlalchemy import String, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-# What a refused login raises: SQLAlchemy 2.1 wraps the driver's error in DBAPIError; 2.0 lets
-# asyncpg's own exception through when connecting (aiomysql's are wrapped on both).
-LOGIN_ERRORS: tuple[type[BaseException], ...] = (DBAPIError,)
-if sqlalchemy.__version__.startswith("2.0."):
-    import asyncpg
-
-    LOGIN_ERRORS = (DBAPIError, asyncpg.PostgresError)
-
 from db_core import (
     DatabaseSettings,
     UnitOfWork,
@@ -66,6 +58,14 @@ FORMS = {
 }
 UNREACHABLE_PORT = 1
 PG_BINDIR_FALLBACK = "/usr/lib/postgresql/15/bin"
+
+# What a refused login raises: SQLAlchemy 2.1 wraps the driver's error in DBAPIError; 2.0 lets
+# asyncpg's own exception through when connecting (aiomysql's are wrapped on both).
+LOGIN_ERRORS: tuple[type[BaseException], ...] = (DBAPIError,)
+if sqlalchemy.__version__.startswith("2.0."):
+    import asyncpg
+
+    LOGIN_ERRORS = (DBAPIError, asyncpg.PostgresError)
 
 
 def assert_no_secret(text: str, where: str) -> None:
