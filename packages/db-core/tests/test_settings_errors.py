@@ -49,7 +49,10 @@ def assert_no_secret(exc: BaseException, where: str) -> None:
         ("DB_POOL_SIZE", "0"),
         ("DB_MAX_OVERFLOW", "-1"),
         ("DB_CONNECT_TIMEOUT_SECONDS", "0"),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "-2"),
+        ("DB_POOL_TIMEOUT_SECONDS", "0"),
         ("DB_POOL_PRE_PING", "perhaps"),
+        ("DB_ECHO", "maybe"),
         ("DB_SSL_MODE", "sometimes"),
     ],
 )
@@ -58,6 +61,7 @@ def test_invalid_value_names_the_variable(variable: str, value: str, monkeypatch
     message = str(exc)
     assert f"{variable}=" in message, message
     assert repr(value) in message, f"the rejected value should be shown for a non-secret variable: {message}"
+    assert f"Set {variable} to " in message, f"the message should say how to fix it: {message}"
     assert isinstance(exc, ValueError)
     # pydantic's own (noisier) error is neither chained nor kept as context.
     assert exc.__cause__ is None
