@@ -39,7 +39,11 @@ def test_connect_args() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "verify", "check_hostname"),
-    [("require", ssl.CERT_NONE, False), ("verify-ca", ssl.CERT_REQUIRED, False), ("verify-full", ssl.CERT_REQUIRED, True)],
+    [
+        ("require", ssl.CERT_NONE, False),
+        ("verify-ca", ssl.CERT_REQUIRED, False),
+        ("verify-full", ssl.CERT_REQUIRED, True),
+    ],
 )
 def test_ssl_modes_build_a_context(mode: str, verify: ssl.VerifyMode, check_hostname: bool) -> None:
     context = connector(ssl_mode=mode).get_connect_args()["ssl"]
