@@ -41,12 +41,15 @@ async def test_foreign_key_violation_raises(sqlite: SimpleNamespace) -> None:
         assert (await session.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
 
 
-async def test_file_database_is_in_wal_mode(sqlite: SimpleNamespace) -> None:
-    if sqlite.kind != "file":
-        pytest.skip("WAL applies to files")
-    async with get_engine().connect() as conn:
-        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
-    assert sqlite.path.exists()
+async def test_file_database_is_in_wal_mode(tmp_path: Path) -> None:
+    configure(DatabaseSettings(type="sqlite", name=str(tmp_path / "wal.db"), _env_file=None))
+    try:
+        async with get_engine().connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+        assert (tmp_path / "wal.db").exists()
+    finally:
+        await dispose_engine()
+        configure(None)
 
 
 async def test_default_name_is_app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
