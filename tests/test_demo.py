@@ -46,4 +46,5 @@ def test_demo_requests(demo: ModuleType) -> None:
         assert len(client.get("/users").json()) == 2
         health = client.get("/health").json()
         assert health["backend"] in ("sqlite", "postgresql", "mysql")
+        assert health["connector"] in ("sqlite", "postgres", "mysql")
         assert "password" not in str(health).lower()

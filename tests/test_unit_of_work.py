@@ -43,11 +43,13 @@ async def test_commit_and_rollback(schema: SimpleNamespace) -> None:
 
 async def test_begin_and_end_as_in_the_seed(schema: SimpleNamespace) -> None:
     uow = await UnitOfWork().begin()
-    assert uow.session is not None
+    assert uow.is_open
     uow.session.add(schema.User(name="explicit"))
     await uow.end()
+    assert not uow.is_open
+    with pytest.raises(UnitOfWorkError, match="not open"):
+        uow.session  # noqa: B018 - the property raises outside the unit of work
     failed = await UnitOfWork().begin()
-    assert failed.session is not None
     failed.session.add(schema.User(name="failed"))
     await failed.end(RuntimeError("caller's failure"))
     assert await names(schema) == ["explicit"]

@@ -16,7 +16,7 @@ from sqlalchemy import ForeignKey, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
 
-from db_core import UnitOfWork, get_engine, get_settings, ping
+from db_core import UnitOfWork, get_connector_instance, get_engine, ping
 from db_fastapi import SessionDep, TransactionDep, db_lifespan
 
 
@@ -123,5 +123,5 @@ async def health() -> dict[str, object]:
         "backend": result.backend,
         "server_version": result.server_version,
         "round_trip_ms": round(result.round_trip_seconds * 1000, 3),
-        "database": get_settings().type,
+        "connector": get_connector_instance().name,
     }

@@ -102,3 +102,12 @@ def test_unset_type_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert registry.default_type(DatabaseSettings(_env_file=None)) == "sqlite"
     # DB_URL's scheme wins over both.
     assert registry.default_type(DatabaseSettings(url="mysql://u@h/d", _env_file=None)) == "mysql"
+
+
+def test_unset_type_says_the_default_was_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    by_name, infos = registry._discover()
+    without = {k: v for k, v in by_name.items() if v.value.split(":")[0] != "db_postgres"}
+    monkeypatch.setattr(registry, "_discover", lambda: (without, tuple(i for i in infos if i.name != "postgres")))
+    monkeypatch.setattr(registry, "_loaded", {})
+    with pytest.raises(ConnectorNotFoundError, match=r"DB_TYPE is not set, so the default 'postgres' was tried"):
+        get_connector(DatabaseSettings(_env_file=None))

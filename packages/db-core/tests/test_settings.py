@@ -104,3 +104,37 @@ def test_pool_defaults_come_from_the_connector(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DB_MAX_OVERFLOW", "2")
     explicit = get_connector(DatabaseSettings(type="sqlite", _env_file=None)).get_engine_args()
     assert (explicit["pool_size"], explicit["max_overflow"], explicit["pool_timeout"]) == (4, 2, 30)
+
+
+def test_arguments_beat_a_url_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # configure(DatabaseSettings(...)) must mean what it says, whatever the shell exports.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://prod:secret@prod-db.example/app")
+    s = DatabaseSettings(type="sqlite", name=":memory:", _env_file=None)
+    assert (s.type, s.name) == ("sqlite", ":memory:")
+    assert get_connector(s).name == "sqlite"
+
+
+def test_a_url_argument_beats_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "from-env")
+    s = DatabaseSettings(url="mysql://u@from-url/d", _env_file=None)
+    assert (s.type, s.host) == ("mysql", "from-url")
+
+
+def test_real_variables_beat_a_url_in_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://u@dotenv-host/d\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_HOST", "real-host")
+    s = DatabaseSettings()
+    assert (get_connector(s).name, s.host, s.name) == ("postgres", "real-host", "d")
+
+
+def test_libpq_url_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "DB_URL", "postgresql://u@h/d?application_name=billing&connect_timeout=4&sslrootcert=/ca.pem&keepalives=1"
+    )
+    s = DatabaseSettings(_env_file=None)
+    assert (s.application_name, s.connect_timeout_seconds, str(s.ssl_ca_file)) == ("billing", 4, "/ca.pem")
+    assert s.options == {"keepalives": "1"}
+    query = get_connector(s).url.query
+    assert "application_name" not in query
+    assert "connect_timeout" not in query

@@ -148,3 +148,17 @@ def test_port_in_db_url_is_validated_like_db_port(port: str, monkeypatch: pytest
     )
     assert "DB_URL" in str(error), str(error)
     assert_no_secret(error, f"DB_URL with port {port}")
+
+
+def test_options_that_are_not_json_name_db_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = raises_configuration_error(monkeypatch, DB_OPTIONS="not json")
+    assert "DB_OPTIONS" in str(exc)
+    assert "Set DB_OPTIONS to" in str(exc)
+
+
+def test_a_bad_part_of_the_url_names_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = raises_configuration_error(
+        monkeypatch, DB_URL=f"postgresql://u:{quote(PASSWORD, safe='')}@h:5432/d?sslmode=sometimes"
+    )
+    assert "DB_URL (or DATABASE_URL)=*** is invalid: its ssl_mode 'sometimes'" in str(exc)
+    assert_no_secret(exc, "DB_URL with a bad sslmode")

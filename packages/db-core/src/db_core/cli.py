@@ -77,6 +77,10 @@ def _check() -> int:
 
     try:
         asyncio.run(run())
+    except DBError as exc:
+        # Found only while connecting (a SQLite directory that does not exist): still the settings.
+        print(f"db check: {_scrub(str(exc), password)}", file=sys.stderr)
+        return 2
     except Exception as exc:
         reason = _scrub(describe_error(exc, settings), password)
         print(f"db check: cannot connect to {url}: {reason}", file=sys.stderr)

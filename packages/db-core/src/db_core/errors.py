@@ -31,12 +31,13 @@ class ConnectorError(DBError):
 class ConnectorNotFoundError(ConnectorError, LookupError):
     """No installed connector answers to the requested ``DB_TYPE``."""
 
-    def __init__(self, name: str, installed: list[str], install_hint: str | None) -> None:
+    def __init__(self, name: str, installed: list[str], install_hint: str | None, *, defaulted: bool = False) -> None:
         self.name = name
         self.installed = installed
         self.install_hint = install_hint
         listed = ", ".join(installed) if installed else "none"
-        message = f"DB_TYPE={name!r}: no installed connector has this name (installed: {listed})."
+        subject = f"DB_TYPE is not set, so the default {name!r} was tried" if defaulted else f"DB_TYPE={name!r}"
+        message = f"{subject}: no installed connector has this name (installed: {listed})."
         if install_hint:
             message += f" Install it with: {install_hint}"
         else:

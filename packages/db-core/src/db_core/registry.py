@@ -143,7 +143,14 @@ def resolve_connector(name: str) -> type[DBConnector]:
 
 def get_connector(settings: DatabaseSettings) -> DBConnector:
     """The connector for ``settings.type``, built with ``settings`` (the seed's factory)."""
-    return resolve_connector(default_type(settings))(settings)
+    name = default_type(settings)
+    try:
+        connector = resolve_connector(name)
+    except ConnectorNotFoundError as exc:
+        if settings.type:
+            raise
+        raise ConnectorNotFoundError(exc.name, exc.installed, exc.install_hint, defaulted=True) from None
+    return connector(settings)
 
 
 def default_type(settings: DatabaseSettings) -> str:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
+import json
+import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -16,6 +22,8 @@ __all__ = ["DatabaseSettings", "SSLMode"]
 
 SSLMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 
+# The fields that the URL being read supplied, so that an error in one names the URL.
+_from_url: ContextVar[set[str] | None] = ContextVar("db_core_settings_from_url", default=None)
 # Fields whose value must never be echoed back, not even in an error message.
 _SECRET_FIELDS = frozenset({"password", "url"})
 
@@ -110,12 +118,18 @@ class DatabaseSettings(BaseSettings):
     )
 
     def __init__(self, **values: Any) -> None:
+        token = _from_url.set(set())
         try:
             super().__init__(**values)
         except ValidationError as exc:
             error = _configuration_error(exc)
+        except SettingsError as exc:
+            # A source could not even parse a value (DB_OPTIONS that is not JSON).
+            error = _source_error(exc)
         else:
             return
+        finally:
+            _from_url.reset(token)
         # Raised outside the except block: pydantic's error repeats the raw input, secrets
         # included, and must not ride along as __context__.
         raise error
@@ -137,33 +151,89 @@ class DatabaseSettings(BaseSettings):
             _parse_url(value.get_secret_value())
         return value
 
-    @model_validator(mode="after")
-    def _apply_url(self) -> DatabaseSettings:
-        """Copy the parts a ``DB_URL`` contains over the separate ``DB_*`` parts."""
-        if self.url is None:
-            return self
-        url = _parse_url(self.url.get_secret_value())
-        options = {**self.options, **{k: v if isinstance(v, str) else v[-1] for k, v in url.query.items()}}
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: builtins.type[BaseSettings],  # the field "type" shadows the builtin here
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Expand a URL within the source that gave it: arguments beat the environment, which beats ``.env``."""
+        return tuple(
+            _URLExpandingSource(settings_cls, source)
+            for source in (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        )
+
+
+class _URLExpandingSource(PydanticBaseSettingsSource):
+    """A settings source whose ``DB_URL`` is split into the parts it contains.
+
+    A URL overrides the separate parts *of the same source*, so
+    ``DatabaseSettings(name=...)`` still wins over a ``DATABASE_URL`` in the
+    environment, and a real ``DB_HOST`` over a URL in ``.env``.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(self._inner())
+        raw = next((data[k] for k in _URL_KEYS if data.get(k) is not None), None)
+        if raw is None:
+            return data
+        try:
+            url = _parse_url(raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw))
+        except ValueError:
+            return data  # the field validator reports it, naming DB_URL
+        query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
         parts: dict[str, Any] = {
-            "type": url.get_backend_name().lower(),
+            "type": url.get_backend_name(),
             "host": url.host,
             "port": url.port,
             "name": url.database,
             "user": url.username,
-            "password": SecretStr(url.password) if url.password is not None else None,
-            "ssl_mode": options.pop("sslmode", None),
-            "options": options,
+            "password": url.password,
         }
-        for field, value in parts.items():
-            if value is not None:
-                # The model is frozen for callers; validation is where it is built.
-                object.__setattr__(self, field, value)
-                self.__pydantic_fields_set__.add(field)
-        if self.ssl_mode not in (None, "disable", "prefer", "require", "verify-ca", "verify-full"):
-            raise ValueError("its sslmode must be one of disable, prefer, require, verify-ca, verify-full")
-        if self.port is not None and not 1 <= self.port <= 65535:
-            raise ValueError(f"its port {self.port} is not a TCP port from 1 to 65535")
-        return self
+        # libpq's spellings, which asyncpg would refuse as unknown arguments.
+        for option, field in _URL_OPTIONS.items():
+            parts[field] = query.pop(option, None)
+        if query:
+            parts["options"] = {**_as_dict(data.get("options")), **query}
+        derived = {field: value for field, value in parts.items() if value is not None}
+        seen = _from_url.get()
+        if seen is not None:
+            seen.update(derived)
+        data.update(derived)
+        return data
+
+
+_URL_KEYS = ("DB_URL", "url", "DATABASE_URL", "db_url", "database_url")
+_URL_OPTIONS = {
+    "sslmode": "ssl_mode",
+    "sslrootcert": "ssl_ca_file",
+    "sslcert": "ssl_cert_file",
+    "sslkey": "ssl_key_file",
+    "connect_timeout": "connect_timeout_seconds",
+    "application_name": "application_name",
+}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            loaded = json.loads(value)
+        except ValueError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
 
 
 def _parse_url(raw: str) -> URL:
@@ -177,16 +247,29 @@ def _variable(field: str) -> str:
     return "DB_URL (or DATABASE_URL)" if field == "url" else f"DB_{field.upper()}"
 
 
+def _source_error(exc: SettingsError) -> ConfigurationError:
+    match = re.search(r'field "(\w+)"', str(exc))
+    field = match.group(1) if match else "options"
+    info = DatabaseSettings.model_fields.get(field)
+    fix = f" Set {_variable(field)} to {info.description}." if info is not None and info.description else ""
+    return ConfigurationError(f"invalid database settings:\n  {_variable(field)} could not be read: {exc}.{fix}")
+
+
 def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    from_url = _from_url.get() or set()
     lines = []
     for error in exc.errors(include_url=False, include_input=True):
         loc = error["loc"]
         field = str(loc[0]).lower() if loc else "url"
         field = "url" if field in ("db_url", "database_url") else field
-        variable = _variable(field)
         info = DatabaseSettings.model_fields.get(field)
         shown = "***" if field in _SECRET_FIELDS else repr(error.get("input"))
         message = error["msg"].removeprefix("Value error, ")
+        if field in from_url:
+            # The bad part came out of the URL: name the URL, never echo it.
+            lines.append(f"{_variable('url')}=*** is invalid: its {field} {shown}: {message}.")
+            continue
+        variable = _variable(field)
         fix = f" Set {variable} to {info.description}." if info is not None and info.description else ""
         lines.append(f"{variable}={shown} is invalid: {message}.{fix}")
     return ConfigurationError("invalid database settings:\n  " + "\n  ".join(lines))

@@ -53,11 +53,22 @@ class UnitOfWork:
 
     def __init__(self, sessionmaker: AsyncSessionMaker | None = None) -> None:
         self._sessionmaker = sessionmaker
-        self.session: AsyncSession | None = None
-        """The open session, or ``None`` outside the unit of work."""
+        self._session: AsyncSession | None = None
         self._savepoint: AsyncSessionTransaction | None = None
         self._outer: _Active | None = None
         self._open = False
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session of the open unit of work; :class:`UnitOfWorkError` when it is not open."""
+        if self._session is None:
+            raise UnitOfWorkError("this UnitOfWork is not open: use `async with` or `await begin()` first")
+        return self._session
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the unit of work has begun and not yet ended."""
+        return self._open
 
     @property
     def is_nested(self) -> bool:
@@ -83,7 +94,7 @@ class UnitOfWork:
         except BaseException:
             self._open = False
             raise
-        self.session = session
+        self._session = session
         self._outer = outer
         _current.set(_Active(session, sessionmaker, task))
         return session
@@ -96,7 +107,7 @@ class UnitOfWork:
     ) -> None:
         if not self._open:
             return
-        session, savepoint = self.session, self._savepoint
+        session, savepoint = self._session, self._savepoint
         assert session is not None
         try:
             if savepoint is not None:
@@ -105,7 +116,7 @@ class UnitOfWork:
                 await self._end_session(session, exc)
         finally:
             _current.set(self._outer)
-            self.session, self._savepoint, self._outer = None, None, None
+            self._session, self._savepoint, self._outer = None, None, None
             self._open = False
 
     async def begin(self) -> Self:

@@ -46,19 +46,22 @@ class MySQLConnector(DBConnector):
             args["program_name"] = s.application_name
         # aiomysql's connect_timeout covers only the TCP connect; a server that accepts
         # and then never greets would hang the handshake forever. Bound all of it.
-        args["async_creator_fn"] = functools.partial(_connect_within, s.connect_timeout_seconds)
+        require_tls = s.ssl_mode in ("require", "verify-ca", "verify-full")
+        args["async_creator_fn"] = functools.partial(_connect_within, s.connect_timeout_seconds, require_tls)
         context = self.ssl_context()
         if context is not None:
             args["ssl"] = context
         return args
 
 
-async def _connect_within(seconds: float, *args: Any, **kwargs: Any) -> Any:
+async def _connect_within(seconds: float, require_tls: bool, *args: Any, **kwargs: Any) -> Any:
     """Connect like ``aiomysql.connect``, the whole handshake bounded by ``seconds``.
 
     aiomysql closes its socket when connecting fails with an ``Exception`` but
     not when the attempt is cancelled (a request timeout, a client gone), which
-    leaks the socket; here the connection is closed on any way out.
+    leaks the socket; here the connection is closed on any way out. And where
+    aiomysql quietly goes on in plain text when the server offers no TLS, a
+    connection that must be encrypted is refused.
     """
     connection = aiomysql.Connection(*args, **kwargs)
     try:
@@ -69,4 +72,10 @@ async def _connect_within(seconds: float, *args: Any, **kwargs: Any) -> Any:
     except BaseException:
         connection.close()
         raise
+    if require_tls and not getattr(connection, "_secure", False):
+        connection.close()
+        raise ConnectionRefusedError(
+            "the MySQL server does not offer TLS, and DB_SSL_MODE requires it: "
+            "enable TLS on the server, or set DB_SSL_MODE=prefer or disable"
+        )
     return connection

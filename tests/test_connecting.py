@@ -1,4 +1,4 @@
-"""DB_TYPE alone finds the server on the backend's default port (done means 2)."""
+"""Connecting to the real servers: default ports from DB_TYPE alone (done means 2), TLS that must not be dropped."""
 
 from __future__ import annotations
 
@@ -28,6 +28,27 @@ async def test_type_without_port_connects_on_the_default_port(
         assert get_connector_instance().url.port == port
         result = await ping()
         assert result.backend == ("mysql" if backend == "mysql" else "postgresql")
+    finally:
+        await dispose_engine()
+        configure(None)
+
+
+async def test_mysql_refuses_plain_text_when_tls_is_required(mysql_server: Server) -> None:
+    have_ssl = await mysql_server.admin("SHOW VARIABLES LIKE 'have_ssl'")
+    if have_ssl and have_ssl[0][1] == "YES":
+        pytest.skip("this MariaDB offers TLS; the refusal is for servers that do not")
+    configure(mysql_server.settings(ssl_mode="require"))
+    try:
+        with pytest.raises(Exception, match="does not offer TLS") as info:
+            await ping()
+        assert "DB_SSL_MODE" in str(info.value)
+    finally:
+        await dispose_engine()
+        configure(None)
+    # "prefer" falls back to plain text, as libpq's does.
+    configure(mysql_server.settings(ssl_mode="prefer"))
+    try:
+        assert (await ping()).backend == "mysql"
     finally:
         await dispose_engine()
         configure(None)
