@@ -138,3 +138,9 @@ def test_libpq_url_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> N
     query = get_connector(s).url.query
     assert "application_name" not in query
     assert "connect_timeout" not in query
+
+
+def test_url_query_options_join_db_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_OPTIONS", '{"a": "1", "b": "old"}')
+    monkeypatch.setenv("DB_URL", "postgresql://u@h/d?b=2")
+    assert DatabaseSettings(_env_file=None).options == {"a": "1", "b": "2"}

@@ -131,11 +131,10 @@ def resolve_connector(name: str) -> type[DBConnector]:
         raise ConnectorNotFoundError(key, installed, _install_hint(key))
     origin = f"{ep.dist.name} {ep.dist.version}" if ep.dist else f"entry point {ep.value}"
     try:
-        loaded = _checked(key, ep.load(), origin)
-    except ConnectorLoadError:
-        raise
+        obj = ep.load()
     except Exception as exc:
         raise ConnectorLoadError(key, origin, f"{type(exc).__name__}: {exc}") from exc
+    loaded = _checked(key, obj, origin)
     with _lock:
         _loaded[key] = loaded
     return loaded

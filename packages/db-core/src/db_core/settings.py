@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 import re
 from contextvars import ContextVar
 from pathlib import Path
@@ -204,7 +203,9 @@ class _URLExpandingSource(PydanticBaseSettingsSource):
         for option, field in _URL_OPTIONS.items():
             parts[field] = query.pop(option, None)
         if query:
-            parts["options"] = {**_as_dict(data.get("options")), **query}
+            # The sources have already decoded DB_OPTIONS' JSON (or refused it).
+            given = data.get("options")
+            parts["options"] = {**(given if isinstance(given, dict) else {}), **query}
         derived = {field: value for field, value in parts.items() if value is not None}
         seen = _from_url.get()
         if seen is not None:
@@ -222,18 +223,6 @@ _URL_OPTIONS = {
     "connect_timeout": "connect_timeout_seconds",
     "application_name": "application_name",
 }
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            loaded = json.loads(value)
-        except ValueError:
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
-    return {}
 
 
 def _parse_url(raw: str) -> URL:

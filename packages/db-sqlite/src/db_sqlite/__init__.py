@@ -104,12 +104,13 @@ class SQLiteConnector(DBConnector):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         if not self.is_memory:
+            # The engine's own (absolute) path, not one re-derived from a later working directory.
+            directory = Path(engine.url.database or "").parent
 
             @event.listens_for(engine.sync_engine, "do_connect")
             def _check_directory(*_args: Any) -> None:
                 # Said here, before aiosqlite starts a thread: its own failure path
                 # (aiosqlite 0.22) can print a worker traceback after the loop closed.
-                directory = Path(self.get_url().database or "").parent
                 if not directory.is_dir():
                     raise ConfigurationError(
                         f"unable to open database file: the directory {directory} does not exist "
