@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Server
 
 from db_core import DatabaseSettings, configure, dispose_engine, get_connector_instance, ping
+from dbtests.servers import Server
 
 
 @pytest.mark.parametrize(

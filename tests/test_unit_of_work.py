@@ -8,25 +8,16 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from conftest import Server
 from sqlalchemy import func, select, text
 
 from db_core import DatabaseSettings, UnitOfWork, UnitOfWorkError, get_engine
+from dbtests.queries import slow_query
+from dbtests.servers import Server
 
 
 async def names(schema: SimpleNamespace) -> list[str]:
     async with UnitOfWork() as session:
         return list((await session.execute(select(schema.User.name).order_by(schema.User.name))).scalars())
-
-
-def slow_query(backend: str) -> str:
-    return {
-        "postgres": "SELECT pg_sleep(0.02)",
-        "mysql": "SELECT SLEEP(0.02)",
-        # SQLite has no sleep: a recursive count takes a few milliseconds.
-        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
-        "SELECT count(*) FROM c",
-    }[backend]
 
 
 async def test_commit_and_rollback(schema: SimpleNamespace) -> None:

@@ -128,6 +128,30 @@ def test_real_variables_beat_a_url_in_dotenv(tmp_path: Path, monkeypatch: pytest
     assert (get_connector(s).name, s.host, s.name) == ("postgres", "real-host", "d")
 
 
+@pytest.mark.parametrize(
+    ("short", "field"), [("CA", "ssl_ca_file"), ("CERT", "ssl_cert_file"), ("KEY", "ssl_key_file")]
+)
+def test_tls_files_also_answer_to_the_short_names(monkeypatch: pytest.MonkeyPatch, short: str, field: str) -> None:
+    monkeypatch.setenv(f"db_ssl_{short.lower()}", "/short.pem")
+    assert str(getattr(DatabaseSettings(_env_file=None), field)) == "/short.pem"
+    # The full name wins within one source; an argument beats both.
+    monkeypatch.setenv(f"DB_SSL_{short}_FILE", "/full.pem")
+    assert str(getattr(DatabaseSettings(_env_file=None), field)) == "/full.pem"
+    assert str(getattr(DatabaseSettings(_env_file=None, **{field: "/arg.pem"}), field)) == "/arg.pem"
+
+
+def test_a_url_argument_beats_an_aliased_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_SSL_CA", "/env.pem")
+    s = DatabaseSettings(url="postgresql://u@h/d?sslrootcert=/url.pem", _env_file=None)
+    assert str(s.ssl_ca_file) == "/url.pem"
+
+
+def test_db_url_beats_database_url_in_one_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@fallback/d")
+    monkeypatch.setenv("db_url", "mysql://u@preferred/d")
+    assert DatabaseSettings(_env_file=None).host == "preferred"
+
+
 def test_libpq_url_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "DB_URL", "postgresql://u@h/d?application_name=billing&connect_timeout=4&sslrootcert=/ca.pem&keepalives=1"

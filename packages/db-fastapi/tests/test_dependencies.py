@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import BACKENDS, backend_settings
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, text
@@ -27,6 +26,7 @@ from sqlalchemy.pool import QueuePool
 import db_core.engine
 from db_core import DatabaseSettings, UnitOfWork, configure, dispose_engine, get_engine
 from db_fastapi import SessionDep, TransactionDep, db_lifespan
+from dbtests.servers import BACKENDS, backend_settings
 
 
 async def stored_names(schema: SimpleNamespace) -> list[str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import Base, Profile, User
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from db_core import DatabaseSettings, UnitOfWork, configure, dispose_engine, get_connector_instance, get_engine
+from dbtests.models import Base, Profile, User
 
 
 @pytest.fixture(params=["file", "memory"])

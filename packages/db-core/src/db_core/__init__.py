@@ -17,11 +17,13 @@ from db_core.engine import (
     get_settings,
 )
 from db_core.errors import (
+    ConcurrentUseError,
     ConfigurationError,
     ConnectorError,
     ConnectorLoadError,
     ConnectorNotFoundError,
     DBError,
+    PoolExhaustedError,
     UnitOfWorkError,
 )
 from db_core.health import PingResult, ping
@@ -34,6 +36,7 @@ from db_core.registry import (
     resolve_connector,
     unregister_connector,
 )
+from db_core.session import DBSession
 from db_core.settings import DatabaseSettings, SSLMode
 from db_core.unit_of_work import UnitOfWork, close_session
 
@@ -41,6 +44,7 @@ __all__ = [
     "API_VERSION",
     "ENTRY_POINT_GROUP",
     "AsyncSessionMaker",
+    "ConcurrentUseError",
     "ConfigurationError",
     "ConnectorError",
     "ConnectorInfo",
@@ -48,8 +52,10 @@ __all__ = [
     "ConnectorNotFoundError",
     "DBConnector",
     "DBError",
+    "DBSession",
     "DatabaseSettings",
     "PingResult",
+    "PoolExhaustedError",
     "SSLMode",
     "UnitOfWork",
     "UnitOfWorkError",

@@ -10,15 +10,19 @@ is db_core's job, so a connector stays small.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, ExceptionContext
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from db_core.errors import ConfigurationError
+from db_core.pool import QueuePool
 from db_core.settings import DatabaseSettings
 
-__all__ = ["API_VERSION", "DBConnector"]
+__all__ = ["API_VERSION", "LOST_CONNECTION_NOTE", "DBConnector"]
 
 API_VERSION = 1
 """The connector interface version this db_core implements.
@@ -109,6 +113,7 @@ class DBConnector:
         """Keyword arguments for :func:`~sqlalchemy.ext.asyncio.create_async_engine`."""
         s = self.settings
         return {
+            "poolclass": QueuePool,
             "pool_size": self.pool_size,
             "max_overflow": self.max_overflow,
             "pool_timeout": s.pool_timeout_seconds,
@@ -131,22 +136,49 @@ class DBConnector:
 
     def create_engine(self) -> AsyncEngine:
         """Create a new engine with this connector's URL, arguments and hooks."""
-        engine = create_async_engine(self.get_url(), **self.get_engine_args())
-        if type(self).on_connect is not DBConnector.on_connect:
-            event.listen(engine.sync_engine, "connect", lambda dbapi_conn, _record: self.on_connect(dbapi_conn))
-        self.setup_engine(engine)
-        return engine
+        url, args = self.get_url(), self.get_engine_args()
+        try:
+            engine = create_async_engine(url, **args)
+        except (ArgumentError, ValueError, TypeError) as exc:
+            # The dialect converts driver options itself (DB_OPTIONS, DB_URL's query): its
+            # refusal of one is a setting's fault, said without the URL (which holds the password).
+            reason = str(exc)
+            secret = self.settings.password.get_secret_value()
+            if secret and secret in reason:
+                reason = reason.replace(secret, "***")
+            error = ConfigurationError(
+                f"DB_OPTIONS (or DB_URL's query options) {sorted(self.settings.options)} could not be used: "
+                f"{type(exc).__name__}: {reason}. Fix or remove the option"
+            )
+        else:
+            event.listen(engine.sync_engine, "handle_error", _note_lost_connection)
+            if type(self).on_connect is not DBConnector.on_connect:
+                event.listen(engine.sync_engine, "connect", lambda dbapi_conn, _record: self.on_connect(dbapi_conn))
+            self.setup_engine(engine)
+            return engine
+        raise error
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """An :class:`ssl.SSLContext` for ``DB_SSL_MODE`` and the ``DB_SSL_*`` files, or ``None``.
 
         ``None`` means "the driver's default" (``DB_SSL_MODE`` unset) or
-        "no TLS" (``disable``); connectors tell the two apart themselves.
+        "no TLS" (``disable``); connectors tell the two apart themselves. A
+        file that cannot be read or holds no usable certificate or key raises
+        :class:`~db_core.errors.ConfigurationError` naming the variable and the path.
         """
         s = self.settings
         if s.ssl_mode in (None, "disable"):
             return None
-        context = ssl.create_default_context(cafile=str(s.ssl_ca_file) if s.ssl_ca_file else None)
+        if s.ssl_key_file and not s.ssl_cert_file:
+            raise ConfigurationError(
+                f"DB_SSL_KEY_FILE={str(s.ssl_key_file)!r} is set without DB_SSL_CERT_FILE: "
+                "set both for a client certificate, or neither"
+            )
+        ca_fix = "Set DB_SSL_CA_FILE to a PEM file of the CA certificate(s) that signed the server's certificate."
+        try:
+            context = ssl.create_default_context(cafile=str(s.ssl_ca_file) if s.ssl_ca_file else None)
+        except OSError as exc:  # ssl.SSLError included: a file without a PEM certificate
+            raise _file_error("DB_SSL_CA_FILE", s.ssl_ca_file, exc, ca_fix) from exc
         if s.ssl_mode in ("prefer", "require"):
             # libpq semantics: encrypted, server not verified.
             context.check_hostname = False
@@ -154,5 +186,89 @@ class DBConnector:
         elif s.ssl_mode == "verify-ca":
             context.check_hostname = False
         if s.ssl_cert_file:
-            context.load_cert_chain(str(s.ssl_cert_file), str(s.ssl_key_file) if s.ssl_key_file else None)
+            _load_client_certificate(context, s.ssl_cert_file, s.ssl_key_file)
         return context
+
+    def describe_tls_failure(self, error: ssl.SSLError) -> str:
+        """What a failed TLS handshake means and which setting to change, for a connector's own error.
+
+        Drivers report the reason only in a chained exception, or in OpenSSL's
+        words; connectors put this sentence in the message users read.
+        """
+        s = self.settings
+        if isinstance(error, ssl.SSLCertVerificationError):
+            reason = (error.verify_message or error.reason or "").rstrip(".")
+            if error.verify_code in _HOST_MISMATCH:
+                fix = (
+                    "set DB_HOST to a name the certificate is issued for, "
+                    "or DB_SSL_MODE=verify-ca to check the CA but not the name"
+                )
+            else:
+                fix = (
+                    "set DB_SSL_CA_FILE to the CA that signed the server's certificate "
+                    f"(now {str(s.ssl_ca_file) if s.ssl_ca_file else 'unset'})"
+                )
+            return f"failed TLS certificate verification (DB_SSL_MODE={s.ssl_mode}): {reason}; {fix}"
+        return (
+            f"TLS handshake failed (DB_SSL_MODE={s.ssl_mode}): {error.reason or error}; "
+            "if the server asks for a client certificate, check DB_SSL_CERT_FILE and DB_SSL_KEY_FILE"
+        )
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_HOST_MISMATCH = (62, 64)
+
+
+LOST_CONNECTION_NOTE = (
+    "db_core: the connection to the database was lost (the server closed or killed it, or the network "
+    "dropped it); it has been discarded, and the next checkout gets a new connection"
+)
+
+
+def _note_lost_connection(context: ExceptionContext) -> None:
+    # Drivers word a lost connection in many ways ("cannot switch to state 15", "connection is
+    # closed", error 2013); the note says it plainly.
+    if context.is_disconnect and context.sqlalchemy_exception is not None:
+        context.sqlalchemy_exception.add_note(LOST_CONNECTION_NOTE)
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert: Path, key: Path | None) -> None:
+    fix = (
+        "Set DB_SSL_CERT_FILE to the client certificate (PEM) and DB_SSL_KEY_FILE to its private key "
+        "(unencrypted; or leave DB_SSL_KEY_FILE unset when the certificate file holds the key)."
+    )
+    for variable, path in (("DB_SSL_CERT_FILE", cert), ("DB_SSL_KEY_FILE", key)):
+        if path is not None:
+            try:
+                path.open("rb").close()
+            except OSError as exc:
+                raise _file_error(variable, path, exc, fix) from exc
+    shown = f"DB_SSL_CERT_FILE={str(cert)!r}" + (f" with DB_SSL_KEY_FILE={str(key)!r}" if key else "")
+
+    def passphrase() -> str:
+        # Without this callback OpenSSL would prompt on the terminal, blocking the event loop.
+        raise ConfigurationError(
+            f"{shown}: the private key is encrypted with a passphrase, which cannot be given. "
+            "Store the client key unencrypted, readable only by the service's user."
+        )
+
+    try:
+        context.load_cert_chain(str(cert), str(key) if key else None, password=passphrase)
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"{shown} cannot be used: no certificate and matching private key could be loaded "
+            f"({_ssl_reason(exc)}). {fix}"
+        ) from exc
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    return f"{exc.library}: {exc.reason}" if getattr(exc, "library", None) else str(getattr(exc, "reason", None) or exc)
+
+
+def _file_error(variable: str, path: Path | None, exc: OSError, fix: str) -> ConfigurationError:
+    """A ``ConfigurationError`` for a TLS file that could not be used; it shows the path, never the file's text."""
+    if isinstance(exc, ssl.SSLError):
+        reason = f"it holds no usable PEM certificate ({_ssl_reason(exc)})"
+    else:
+        reason = exc.strerror or type(exc).__name__
+    return ConfigurationError(f"{variable}={str(path)!r} cannot be used: {reason}. {fix}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db_core.connector import DBConnector
 from db_core.errors import ConfigurationError
 from db_core.registry import get_connector
+from db_core.session import DBSession
 from db_core.settings import DatabaseSettings
 
 __all__ = [
@@ -59,6 +61,9 @@ _lock = threading.Lock()
 _configured: DatabaseSettings | None = None
 _database: _Database | None = None
 _NO_LOOP = 0  # key of the engine made outside any running loop
+# Engines a forked child inherited: never used nor closed there (their sockets are the
+# parent's), and kept referenced so the garbage collector does not tidy them up either.
+_inherited: list[AsyncEngine] = []
 
 
 def configure(settings: DatabaseSettings | None) -> None:
@@ -99,7 +104,10 @@ def get_engine() -> AsyncEngine:
 
 
 def get_sessionmaker() -> AsyncSessionMaker:
-    """The ``async_sessionmaker`` bound to :func:`get_engine` (``expire_on_commit=False``)."""
+    """The ``async_sessionmaker`` bound to :func:`get_engine`.
+
+    Its sessions are :class:`~db_core.session.DBSession` (``expire_on_commit=False``).
+    """
     return _get_loop_engine().sessionmaker
 
 
@@ -174,13 +182,31 @@ def _get_loop_engine() -> _LoopEngine:
             return entry
         _forget_dead_loops(database)
         engine = database.connector.create_engine()
-        sessionmaker = async_sessionmaker(bind=engine, class_=AsyncSession, expire_on_commit=False)
+        sessionmaker = AsyncSessionMaker(bind=engine, class_=DBSession, expire_on_commit=False)
         entry = _LoopEngine(weakref.ref(loop) if loop is not None else None, engine, sessionmaker)
         if loop is not None:
             entry.finalizer = _dispose_at_shutdown(database, key, engine)
             _start(entry.finalizer)
         database.engines[key] = entry
         return entry
+
+
+def _after_fork_in_child() -> None:
+    """Give a forked child engines of its own, leaving the parent's connections alone.
+
+    A child that used the parent's pooled connections would interleave its
+    statements with the parent's on the same sockets; one that closed them
+    would close them for the parent too.
+    """
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at fork time
+    if _database is not None:
+        _inherited.extend(entry.engine for entry in _database.engines.values())
+        _database.engines.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _forget_dead_loops(database: _Database) -> None:

@@ -6,12 +6,16 @@ and how to fix it, and never contains a password.
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sa_exc
+
 __all__ = [
     "ConfigurationError",
     "ConnectorError",
     "ConnectorLoadError",
     "ConnectorNotFoundError",
+    "ConcurrentUseError",
     "DBError",
+    "PoolExhaustedError",
     "UnitOfWorkError",
 ]
 
@@ -57,3 +61,31 @@ class ConnectorLoadError(ConnectorError, ImportError):
 
 class UnitOfWorkError(DBError, RuntimeError):
     """A :class:`~db_core.UnitOfWork` was used in a way it does not support."""
+
+
+class PoolExhaustedError(DBError, sa_exc.TimeoutError):
+    """No pooled connection came free within ``DB_POOL_TIMEOUT_SECONDS``.
+
+    A subclass of :class:`sqlalchemy.exc.TimeoutError`, so handlers written for
+    SQLAlchemy's pool timeout still catch it; ``db_fastapi`` answers it with
+    ``503 Service Unavailable`` and ``Retry-After``.
+    """
+
+    def __init__(self, pool_size: int, max_overflow: int, timeout: float) -> None:
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.timeout = timeout
+        super().__init__(
+            f"no free database connection within DB_POOL_TIMEOUT_SECONDS={timeout:g}: all {pool_size + max_overflow} "
+            f"connections (DB_POOL_SIZE={pool_size} + DB_MAX_OVERFLOW={max_overflow}) are in use. Release "
+            "connections sooner (close sessions, keep transactions short, no slow calls inside a unit of work) "
+            "or raise DB_POOL_SIZE / DB_MAX_OVERFLOW"
+        )
+
+
+class ConcurrentUseError(DBError, sa_exc.InvalidRequestError):
+    """One session was used by two tasks at the same time.
+
+    A session (and its connection) serves one task at a time; each concurrent
+    task needs its own, e.g. its own ``async with UnitOfWork()``.
+    """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
@@ -21,8 +22,22 @@ __all__ = ["DatabaseSettings", "SSLMode"]
 
 SSLMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 
-# The fields that the URL being read supplied, so that an error in one names the URL.
-_from_url: ContextVar[set[str] | None] = ContextVar("db_core_settings_from_url", default=None)
+# The most seconds a signed 32-bit count of milliseconds holds: PostgreSQL's statement_timeout
+# refuses more (at connect), and SQLite's busy timeout silently turns more into "do not wait".
+_MAX_MILLISECOND_SECONDS = 2_147_483
+
+
+class _Reading:
+    """What the sources of one ``DatabaseSettings(...)`` gave, for its error message."""
+
+    def __init__(self) -> None:
+        # Every field a source gave, the sources read from the highest priority down.
+        self.given: set[str] = set()
+        # The fields whose value came out of a URL.
+        self.from_url: set[str] = set()
+
+
+_reading: ContextVar[_Reading | None] = ContextVar("db_core_settings_reading", default=None)
 # Fields whose value must never be echoed back, not even in an error message.
 _SECRET_FIELDS = frozenset({"password", "url"})
 
@@ -43,6 +58,8 @@ class DatabaseSettings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         env_ignore_empty=True,
+        # "inf" and "nan" parse as floats; no timeout or size means them.
+        allow_inf_nan=False,
         extra="ignore",
         frozen=True,
         validate_by_name=True,
@@ -97,16 +114,39 @@ class DatabaseSettings(BaseSettings):
     connect_timeout_seconds: float = Field(
         default=10.0, gt=0, description="seconds to wait while connecting, a positive number"
     )
+    statement_timeout_seconds: float | None = Field(
+        default=None,
+        # MariaDB rounds below a millisecond to 0, which means no limit at all.
+        ge=0.001,
+        le=_MAX_MILLISECOND_SECONDS,
+        description="seconds after which the server stops a running statement, from 0.001 to 2147483 (unset: no limit)",
+    )
     echo: bool = Field(default=False, description="true or false: log every SQL statement")
     ssl_mode: SSLMode | None = Field(
         default=None,
         description="one of disable, prefer, require, verify-ca, verify-full (unset: the driver's default)",
     )
-    ssl_ca_file: Path | None = Field(default=None, description="a CA bundle file that signs the server certificate")
-    ssl_cert_file: Path | None = Field(default=None, description="a client certificate file")
-    ssl_key_file: Path | None = Field(default=None, description="the client certificate's private key file")
+    # DB_SSL_CA/DB_SSL_CERT/DB_SSL_KEY: the short names other tools use are accepted too.
+    ssl_ca_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DB_SSL_CA_FILE", "DB_SSL_CA"),
+        description="a CA bundle file that signs the server certificate",
+    )
+    ssl_cert_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DB_SSL_CERT_FILE", "DB_SSL_CERT"),
+        description="a client certificate file",
+    )
+    ssl_key_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DB_SSL_KEY_FILE", "DB_SSL_KEY"),
+        description="the client certificate's private key file",
+    )
     sqlite_busy_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="seconds a SQLite writer waits for the lock, a positive number"
+        default=5.0,
+        gt=0,
+        le=_MAX_MILLISECOND_SECONDS,
+        description="seconds a SQLite writer waits for the lock, a positive number up to 2147483",
     )
     application_name: str | None = Field(
         default=None, description="a name the server shows for this application's connections"
@@ -117,7 +157,7 @@ class DatabaseSettings(BaseSettings):
     )
 
     def __init__(self, **values: Any) -> None:
-        token = _from_url.set(set())
+        token = _reading.set(_Reading())
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -125,10 +165,17 @@ class DatabaseSettings(BaseSettings):
         except SettingsError as exc:
             # A source could not even parse a value (DB_OPTIONS that is not JSON).
             error = _source_error(exc)
+        except RecursionError:
+            # json.loads gives up on DB_OPTIONS nested thousands deep with this, not a ValueError.
+            error = _unreadable("options", "its JSON is nested too deeply")
+        except UnicodeDecodeError as exc:
+            # Only an env file is decoded here; the environment's undecodable bytes arrive as
+            # surrogates, which _check_text refuses.
+            error = _env_file_error(values, exc)
         else:
             return
         finally:
-            _from_url.reset(token)
+            _reading.reset(token)
         # Raised outside the except block: pydantic's error repeats the raw input, secrets
         # included, and must not ride along as __context__.
         raise error
@@ -137,6 +184,21 @@ class DatabaseSettings(BaseSettings):
     def from_env(cls) -> DatabaseSettings:
         """Read the settings from the environment and ``.env`` (the seed's name for ``DatabaseSettings()``)."""
         return cls()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _check_text(cls, value: Any) -> Any:
+        """Refuse text that no server, driver or file system call can take: a NUL, or bytes that are not UTF-8."""
+        for text in _texts(value):
+            if "\x00" in text:
+                raise ValueError("it contains a NUL character")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "it is not UTF-8 text (it holds bytes that are not UTF-8, e.g. from a latin-1 file or terminal)"
+                ) from None
+        return value
 
     @field_validator("type")
     @classmethod
@@ -182,12 +244,19 @@ class _URLExpandingSource(PydanticBaseSettingsSource):
         return self._inner.get_field_value(field, field_name)
 
     def __call__(self) -> dict[str, Any]:
-        data = dict(self._inner())
-        raw = next((data[k] for k in _URL_KEYS if data.get(k) is not None), None)
+        data = _by_field_name(self._inner())
+        reading = _reading.get()
+        # pydantic-settings reads the sources from the highest priority down: a field an
+        # earlier one gave is not this source's to supply.
+        given_above = set(reading.given) if reading is not None else set()
+        if reading is not None:
+            reading.given.update(data)
+        raw = data.get("url")
         if raw is None:
             return data
+        text = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw)
         try:
-            url = _parse_url(raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw))
+            url = _parse_url(text)
         except ValueError:
             return data  # the field validator reports it, naming DB_URL
         query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
@@ -207,14 +276,36 @@ class _URLExpandingSource(PydanticBaseSettingsSource):
             given = data.get("options")
             parts["options"] = {**(given if isinstance(given, dict) else {}), **query}
         derived = {field: value for field, value in parts.items() if value is not None}
-        seen = _from_url.get()
-        if seen is not None:
-            seen.update(derived)
+        if reading is not None:
+            reading.from_url.update(derived.keys() - given_above)
+            reading.given.update(derived)
         data.update(derived)
         return data
 
 
-_URL_KEYS = ("DB_URL", "url", "DATABASE_URL", "db_url", "database_url")
+def _by_field_name(data: dict[str, Any]) -> dict[str, Any]:
+    """Key every value by its field's name, whichever alias the source found it under.
+
+    Sources report a value under the spelling they found (``DB_URL``,
+    ``database_url``, ``DB_SSL_CA``); merged as they are, a lower source's
+    alias would beat a higher source's field name. Within one source the
+    first alias listed wins (``DB_URL`` over ``DATABASE_URL``).
+    """
+    out = dict(data)
+    for name, info in DatabaseSettings.model_fields.items():
+        alias = info.validation_alias
+        if not isinstance(alias, AliasChoices):
+            continue
+        spellings = [str(choice).lower() for choice in alias.choices] + [name]
+        found = sorted((spellings.index(key.lower()), key) for key in out if key.lower() in spellings)
+        if found:
+            value = out[found[0][1]]
+            for _rank, key in found:
+                del out[key]
+            out[name] = value
+    return out
+
+
 _URL_OPTIONS = {
     "sslmode": "ssl_mode",
     "sslrootcert": "ssl_ca_file",
@@ -227,9 +318,20 @@ _URL_OPTIONS = {
 
 def _parse_url(raw: str) -> URL:
     try:
-        return make_url(raw)
+        url = make_url(raw)
     except (ArgumentError, ValueError):
         raise ValueError("not a database URL; expected the form scheme://user:password@host:port/name") from None
+    # Every "@" must end the user name and password or sit in the user name (Azure's
+    # user@server). Another one means the parser split the URL in the wrong place, at an
+    # unencoded "@" in the password or after a "/" in the user name, and a piece of the
+    # password would become the host, the database or an option, shown wherever they are.
+    ends_userinfo = int(url.username is not None or url.password is not None)
+    if raw.count("@") > ends_userinfo + (url.username or "").count("@"):
+        raise ValueError(
+            "an @ in it does not end the user name and password; "
+            "percent-encode @ as %40, / as %2F and : as %3A in the user name and password"
+        )
+    return url
 
 
 def _variable(field: str) -> str:
@@ -238,14 +340,42 @@ def _variable(field: str) -> str:
 
 def _source_error(exc: SettingsError) -> ConfigurationError:
     match = re.search(r'field "(\w+)"', str(exc))
-    field = match.group(1) if match else "options"
+    return _unreadable(match.group(1) if match else "options", str(exc))
+
+
+def _unreadable(field: str, reason: str) -> ConfigurationError:
     info = DatabaseSettings.model_fields.get(field)
     fix = f" Set {_variable(field)} to {info.description}." if info is not None and info.description else ""
-    return ConfigurationError(f"invalid database settings:\n  {_variable(field)} could not be read: {exc}.{fix}")
+    return ConfigurationError(f"invalid database settings:\n  {_variable(field)} could not be read: {reason}.{fix}")
+
+
+def _env_file_error(values: dict[str, Any], exc: UnicodeDecodeError) -> ConfigurationError:
+    """The env file is not text in its encoding; its bytes (a password among them) are not shown."""
+    files = values.get("_env_file", DatabaseSettings.model_config.get("env_file"))
+    shown = ", ".join(str(f) for f in files) if isinstance(files, (list, tuple)) else str(files)
+    encoding = values.get("_env_file_encoding") or DatabaseSettings.model_config.get("env_file_encoding") or "utf-8"
+    return ConfigurationError(
+        f"invalid database settings:\n  the env file {shown} could not be read: it is not {encoding} text "
+        f"({exc.reason} at byte {exc.start}). Save it as {encoding}."
+    )
+
+
+def _texts(value: Any) -> list[str]:
+    """The text in a raw field value: a string, a secret, a path, or the keys and values of options."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.items() for part in item for text in _texts(part)]
+    return []
 
 
 def _configuration_error(exc: ValidationError) -> ConfigurationError:
-    from_url = _from_url.get() or set()
+    reading = _reading.get()
+    from_url = reading.from_url if reading is not None else set()
     lines = []
     for error in exc.errors(include_url=False, include_input=True):
         loc = error["loc"]

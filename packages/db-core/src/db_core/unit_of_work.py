@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -199,18 +201,30 @@ async def run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
     """Await ``coro`` to its end even if the caller is cancelled meanwhile, then re-raise the cancellation.
 
     Cleanup that is cut short leaves a connection checked out or inside a
-    transaction; ``asyncio.shield`` alone does not help against a cancel
-    scope that cancels again at every await, hence the loop.
+    transaction. If ``coro`` fails, its error wins over the cancellation: a
+    caller must learn that a COMMIT failed, not that it was cancelled. The
+    cancellation re-raised is the very one caught, which anyio's cancel
+    scopes need to recognise their own.
     """
     task = asyncio.ensure_future(coro)
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
+    cancellation: asyncio.CancelledError | None = None
+    with _anyio_shield():
+        while not task.done():
+            try:
+                await asyncio.wait([task])
+            except asyncio.CancelledError as exc:
+                cancellation = exc
+    if cancellation is not None and (task.cancelled() or task.exception() is None):
+        raise cancellation
+    task.result()
+
+
+def _anyio_shield() -> AbstractContextManager[Any]:
+    """A shielding anyio cancel scope when anyio is in use, else nothing.
+
+    An anyio scope, once cancelled, cancels its task again at every turn of
+    the loop: without a shield the wait above would spin until ``coro`` ends.
+    Where anyio was never imported, no anyio scope can be waiting either.
+    """
+    anyio = sys.modules.get("anyio")
+    return anyio.CancelScope(shield=True) if anyio is not None else nullcontext()

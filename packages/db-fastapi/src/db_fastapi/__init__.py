@@ -11,7 +11,9 @@
   application's own lifespan.
 
 A request that finds no free connection within ``DB_POOL_TIMEOUT_SECONDS``
-is answered ``503 Service Unavailable`` with ``Retry-After``.
+is answered ``503 Service Unavailable`` with ``Retry-After`` by the two
+dependencies; :func:`add_exception_handlers` does the same for connections an
+endpoint checks out itself (its own :class:`~db_core.UnitOfWork`).
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import TextClause, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from db_core import UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
+from db_core import PoolExhaustedError, UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
 from db_fastapi.__about__ import __version__
 
 __all__ = [
     "SessionDep",
     "TransactionDep",
     "__version__",
+    "add_exception_handlers",
     "db_lifespan",
     "get_db_session",
     "get_db_transaction",
@@ -121,16 +125,30 @@ def db_lifespan(app_lifespan: Lifespan | None = None, *, ping_on_startup: bool =
     return lifespan
 
 
+def add_exception_handlers(app: FastAPI) -> None:
+    """Answer a pool timeout anywhere in ``app`` with ``503`` and ``Retry-After``, as the dependencies do.
+
+    Needed only for connections that endpoints check out themselves
+    (``async with UnitOfWork()`` inside an endpoint, ``get_engine().connect()``).
+    """
+
+    async def busy(_request: Request, _exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": _BUSY}, status_code=503, headers=_RETRY_AFTER)
+
+    app.add_exception_handler(PoolExhaustedError, busy)
+    app.add_exception_handler(sa_exc.TimeoutError, busy)
+
+
+_BUSY = "the database is busy: no free connection, try again shortly"
+_RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
 async def _acquire(session: AsyncSession) -> None:
     """Check a connection out now, so an exhausted pool is a 503 rather than a 500 mid-endpoint."""
     try:
         await session.connection()
-    except sa_exc.TimeoutError:
-        raise HTTPException(
-            status_code=503,
-            detail="the database is busy: no free connection, try again shortly",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from None
+    except sa_exc.TimeoutError:  # PoolExhaustedError, or a pool of the connector's own
+        raise HTTPException(status_code=503, detail=_BUSY, headers=_RETRY_AFTER) from None
 
 
 def _track_writes(session: AsyncSession) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomysql
+from aiomysql.connection import CLIENT  # pymysql.constants.CLIENT, without pymysql stubs for mypy
 from sqlalchemy.engine import URL
 
 from db_core import DBConnector
@@ -47,25 +50,34 @@ class MySQLConnector(DBConnector):
         # aiomysql's connect_timeout covers only the TCP connect; a server that accepts
         # and then never greets would hang the handshake forever. Bound all of it.
         require_tls = s.ssl_mode in ("require", "verify-ca", "verify-full")
-        args["async_creator_fn"] = functools.partial(_connect_within, s.connect_timeout_seconds, require_tls)
+        args["async_creator_fn"] = functools.partial(
+            _connect_within, s.connect_timeout_seconds, require_tls, s.statement_timeout_seconds
+        )
         context = self.ssl_context()
         if context is not None:
             args["ssl"] = context
+            # aiomysql reports a failed TLS handshake as "Can't connect to MySQL server", the reason
+            # only in the chained exception; say in the error itself what failed and what to check.
+            args["async_creator_fn"] = functools.partial(
+                _explain_tls_errors, args["async_creator_fn"], f"{s.host}:{self.port}", self
+            )
         return args
 
 
-async def _connect_within(seconds: float, require_tls: bool, *args: Any, **kwargs: Any) -> Any:
+async def _connect_within(
+    seconds: float, require_tls: bool, statement_timeout: float | None, *args: Any, **kwargs: Any
+) -> Any:
     """Connect like ``aiomysql.connect``, the whole handshake bounded by ``seconds``.
 
     aiomysql closes its socket when connecting fails with an ``Exception`` but
     not when the attempt is cancelled (a request timeout, a client gone), which
     leaks the socket; here the connection is closed on any way out. And where
     aiomysql quietly goes on in plain text when the server offers no TLS, a
-    connection that must be encrypted is refused.
+    connection that must be encrypted is refused, before it logs in.
     """
-    connection = aiomysql.Connection(*args, **kwargs)
+    connection = (_TLSOnlyConnection if require_tls else aiomysql.Connection)(*args, **kwargs)
     try:
-        await asyncio.wait_for(connection._connect(), seconds)
+        await asyncio.wait_for(_handshake(connection, statement_timeout), seconds)
     except TimeoutError:
         connection.close()
         raise TimeoutError(f"no answer from the MySQL server within DB_CONNECT_TIMEOUT_SECONDS={seconds:g}") from None
@@ -79,3 +91,58 @@ async def _connect_within(seconds: float, require_tls: bool, *args: Any, **kwarg
             "enable TLS on the server, or set DB_SSL_MODE=prefer or disable"
         )
     return connection
+
+
+class _TLSOnlyConnection(aiomysql.Connection):  # type: ignore[misc]
+    """An aiomysql connection that refuses a server whose greeting offers no TLS, before logging in.
+
+    aiomysql would send the login in plain text: the user name, the password's
+    hash, or the password itself when the server (or whoever stripped TLS from
+    its greeting) asks for ``mysql_clear_password``. Checking afterwards is too late.
+    """
+
+    async def _request_authentication(self) -> None:
+        # A Unix socket is local and needs no TLS (libpq ignores sslmode there too).
+        if not self._unix_socket and not self.server_capabilities & CLIENT.SSL:
+            raise _TLSNotOffered
+        await super()._request_authentication()
+
+    async def _connect(self) -> None:
+        try:
+            await super()._connect()
+        except _TLSNotOffered:
+            raise ConnectionRefusedError(
+                f"the MySQL server at {self._host}:{self._port} does not offer TLS, and DB_SSL_MODE requires it: "
+                "enable TLS on the server, or set DB_SSL_MODE=prefer or disable"
+            ) from None
+
+
+class _TLSNotOffered(Exception):
+    """Not an OSError, which aiomysql would replace by a "Can't connect" naming no reason."""
+
+
+async def _handshake(connection: aiomysql.Connection, statement_timeout: float | None) -> None:
+    await connection._connect()
+    if statement_timeout is not None:
+        # The two servers spell it differently; MySQL's limit applies to SELECT only.
+        if "mariadb" in connection.get_server_info().lower():
+            statement = f"SET SESSION max_statement_time = {statement_timeout:.3f}"
+        else:
+            statement = f"SET SESSION max_execution_time = {max(1, round(statement_timeout * 1000))}"
+        async with connection.cursor() as cursor:
+            await cursor.execute(statement)
+
+
+async def _explain_tls_errors(
+    connect: Callable[..., Awaitable[Any]], server: str, connector: MySQLConnector, *args: Any, **kwargs: Any
+) -> Any:
+    """``connect``, re-raising a failed TLS handshake with a message saying what failed and which setting to check."""
+    try:
+        return await connect(*args, **kwargs)
+    except aiomysql.OperationalError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, ssl.SSLError):
+            raise
+        raise aiomysql.OperationalError(
+            exc.args[0] if exc.args else 2003, f"the MySQL server at {server} {connector.describe_tls_failure(cause)}"
+        ) from cause

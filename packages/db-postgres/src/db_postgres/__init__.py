@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import asyncpg
 
 from db_core import DBConnector
 from db_postgres.__about__ import __version__
@@ -18,16 +23,72 @@ class PostgresConnector(DBConnector):
     default_port = 5432
 
     def get_connect_args(self) -> dict[str, Any]:
-        """The connect timeout, TLS and ``application_name`` for asyncpg."""
+        """The connect timeout, TLS, ``application_name`` and ``statement_timeout`` for asyncpg."""
         s = self.settings
         args: dict[str, Any] = {"timeout": s.connect_timeout_seconds}
+        server_settings: dict[str, str] = {}
         if s.application_name:
-            args["server_settings"] = {"application_name": s.application_name}
+            server_settings["application_name"] = s.application_name
+        if s.statement_timeout_seconds is not None:
+            # The server stops the statement itself (and the connection stays usable),
+            # where asyncpg's client-side command_timeout would abandon the connection.
+            server_settings["statement_timeout"] = str(max(1, round(s.statement_timeout_seconds * 1000)))
+        if server_settings:
+            args["server_settings"] = server_settings
         if s.ssl_mode == "disable":
             args["ssl"] = False
         elif s.ssl_mode == "prefer":
             # asyncpg's own "prefer" falls back to plain text when the server has no TLS, as libpq does.
+            # It verifies nothing and takes no client certificate, but an unusable DB_SSL_* file is
+            # still a configuration error, as in every other mode.
+            self.ssl_context()
             args["ssl"] = "prefer"
-        elif s.ssl_mode is not None:
+        server = f"{s.host}:{self.port}"
+        connect: Callable[..., Awaitable[Any]] = asyncpg.connect
+        if s.ssl_mode not in (None, "disable", "prefer"):
             args["ssl"] = self.ssl_context()
+            # asyncpg's TLS errors name no setting (and SQLAlchemy 2.0 passes them on as they are).
+            connect = functools.partial(_explain_tls_errors, connect, server, self)
+        args["async_creator_fn"] = functools.partial(_connect_within, connect, s.connect_timeout_seconds, server)
         return args
+
+
+async def _connect_within(
+    connect: Callable[..., Awaitable[Any]], seconds: float, server: str, *args: Any, **kwargs: Any
+) -> Any:
+    """``connect``; asyncpg's own timeout (``timeout=``) bounds it, but raises a ``TimeoutError`` saying nothing."""
+    try:
+        return await connect(*args, **kwargs)
+    except TimeoutError:
+        raise TimeoutError(
+            f"no answer from the PostgreSQL server at {server} within DB_CONNECT_TIMEOUT_SECONDS={seconds:g}"
+        ) from None
+
+
+async def _explain_tls_errors(
+    connect: Callable[..., Awaitable[Any]],
+    server: str,
+    connector: PostgresConnector,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """``connect``, re-raising a TLS failure with a message that says what failed and which setting to check."""
+    try:
+        return await connect(*args, **kwargs)
+    except ssl.SSLCertVerificationError as exc:
+        error = ssl.SSLCertVerificationError(
+            exc.errno or 1, f"the PostgreSQL server at {server} {connector.describe_tls_failure(exc)}"
+        )
+        error.verify_code, error.verify_message = exc.verify_code, exc.verify_message
+        raise error from exc
+    except ssl.SSLError as exc:
+        raise ssl.SSLError(
+            exc.errno or 1, f"the PostgreSQL server at {server}: {connector.describe_tls_failure(exc)}"
+        ) from exc
+    except ConnectionError as exc:
+        if "rejected SSL upgrade" not in str(exc):
+            raise
+        raise ConnectionRefusedError(
+            f"the PostgreSQL server at {server} does not offer TLS, and DB_SSL_MODE={connector.settings.ssl_mode} "
+            "requires it: enable TLS on the server (ssl = on), or set DB_SSL_MODE=prefer or disable"
+        ) from exc

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import math
 import sqlite3
 import threading
+import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from db_core import ConfigurationError, DBConnector
 from db_sqlite.__about__ import __version__
@@ -69,16 +73,25 @@ class SQLiteConnector(DBConnector):
                 database=f"file:{self._memory()}",
                 query={"mode": "memory", "cache": "shared", "uri": "true"},
             )
-        return URL.create(self.drivername, database=str(Path(self.database).expanduser().absolute()))
+        try:
+            path = Path(self.database).expanduser()
+        except RuntimeError:  # ~user of a user that does not exist
+            raise ConfigurationError(
+                f"DB_NAME={self.database!r}: the home directory in it cannot be found; "
+                "set DB_NAME to a path without ~user, or of an existing user"
+            ) from None
+        return URL.create(self.drivername, database=str(path.absolute()))
 
     def get_connect_args(self) -> dict[str, Any]:
         """The busy timeout (how long a writer waits for another process's lock)."""
-        return {"timeout": self.settings.sqlite_busy_timeout_seconds, "async_creator_fn": _connect}
+        return {
+            "timeout": self.settings.sqlite_busy_timeout_seconds,
+            "async_creator_fn": functools.partial(_connect, self.settings.statement_timeout_seconds),
+        }
 
     def get_engine_args(self) -> dict[str, Any]:
         """The pool settings for files; one long-lived connection for ``:memory:``."""
         args = super().get_engine_args()
-        args["poolclass"] = AsyncAdaptedQueuePool
         if self.is_memory:
             args.update(pool_size=1, max_overflow=0, pool_recycle=-1, pool_pre_ping=False)
         return args
@@ -117,6 +130,10 @@ class SQLiteConnector(DBConnector):
                         f"(DB_NAME={self.database!r}); create it or set DB_NAME to a file in an existing directory"
                     )
 
+        limit = self.settings.statement_timeout_seconds
+        if limit is not None:
+            _limit_statements(engine, limit)
+
         @event.listens_for(engine.sync_engine, "close")
         def _close(dbapi_connection: Any, _record: Any) -> None:
             # A connection invalidated mid-statement (a cancelled task) is closed while
@@ -144,10 +161,65 @@ class SQLiteConnector(DBConnector):
         return self._memory_name
 
 
+class _Deadline:
+    """When the statement running on one connection must stop (read by SQLite's progress handler)."""
+
+    at = math.inf
+
+    def expired(self) -> int:
+        return 1 if time.monotonic() > self.at else 0
+
+
+# SQLite has no statement timeout of its own: a progress handler, called every
+# _CHECK_EVERY virtual machine steps, interrupts the statement once its deadline passed.
+_deadlines: weakref.WeakKeyDictionary[aiosqlite.Connection, _Deadline] = weakref.WeakKeyDictionary()
+_CHECK_EVERY = 1000
+
+
+def _limit_statements(engine: AsyncEngine, seconds: float) -> None:
+    """Interrupt any statement of ``engine`` that runs longer than ``seconds`` (DB_STATEMENT_TIMEOUT_SECONDS)."""
+
+    def deadline(connection: Connection | None) -> _Deadline | None:
+        if connection is None or connection.closed or connection.invalidated:
+            return None
+        driver = connection.connection.driver_connection
+        return _deadlines.get(driver) if driver is not None else None
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _start(connection: Connection, *_args: Any) -> None:
+        found = deadline(connection)
+        if found is not None:
+            found.at = time.monotonic() + seconds
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _stop(connection: Connection, *_args: Any) -> None:
+        found = deadline(connection)
+        if found is not None:
+            found.at = math.inf
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _explain(context: Any) -> BaseException | None:
+        found = deadline(context.connection)
+        if found is None or found.at == math.inf:
+            return None
+        expired, found.at = found.expired(), math.inf
+        original = context.original_exception
+        if expired and isinstance(original, sqlite3.OperationalError) and "interrupted" in str(original):
+            # sqlite only says "interrupted"; say by what, and keep the usual exception type.
+            return sa_exc.OperationalError(
+                context.statement,
+                None,
+                sqlite3.OperationalError(
+                    f"interrupted: the statement ran longer than DB_STATEMENT_TIMEOUT_SECONDS={seconds:g}"
+                ),
+            )
+        return None
+
+
 _closing: set[asyncio.Future[Any]] = set()
 
 
-async def _connect(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
+async def _connect(statement_timeout: float | None, *args: Any, **kwargs: Any) -> aiosqlite.Connection:
     """``aiosqlite.connect``, safe to cancel.
 
     aiosqlite opens the database in its worker thread; when the awaiting task
@@ -159,12 +231,21 @@ async def _connect(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
     # As SQLAlchemy does for its own connect: the worker must not keep the interpreter alive.
     thread = connection if isinstance(connection, threading.Thread) else connection._thread
     thread.daemon = True
-    opening = asyncio.ensure_future(connection)
+    opening = asyncio.ensure_future(_open(connection, statement_timeout))
     try:
         return await asyncio.shield(opening)
     except BaseException:
         opening.add_done_callback(_close_unclaimed)
         raise
+
+
+async def _open(connection: aiosqlite.Connection, statement_timeout: float | None) -> aiosqlite.Connection:
+    opened = await connection
+    if statement_timeout is not None:
+        deadline = _Deadline()
+        await opened.set_progress_handler(deadline.expired, _CHECK_EVERY)
+        _deadlines[opened] = deadline
+    return opened
 
 
 def _close_unclaimed(opening: asyncio.Future[aiosqlite.Connection]) -> None:

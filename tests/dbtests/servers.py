@@ -1,0 +1,326 @@
+"""The shared servers' admin access, and servers of a test's own.
+
+A throwaway PostgreSQL cluster: ``initdb`` + ``pg_ctl`` on a free port.
+
+The shared servers serve every test; a test that stops, restarts, reconfigures
+(TLS, password checks) or kills a server starts one of these instead. Each
+lives in a fresh directory under the system temp dir, owned by the
+``postgres`` OS user when the tests run as root (``initdb`` refuses root).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import MetaData
+from sqlalchemy.engine import make_url
+
+from db_core import DatabaseSettings, configure, dispose_engine, get_engine
+
+POSTGRES_ADMIN_URL = os.environ.get("DB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("DB_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+PG_BINDIR_FALLBACK = "/usr/lib/postgresql/15/bin"
+REQUIRE_SERVERS = os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get(
+    "DB_TEST_REQUIRE_SERVERS", ""
+) in ("1", "true", "yes")
+
+
+def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` on a loop of its own, also when called from a test that is already on one."""
+    with ThreadPoolExecutor(1) as executor:
+        return executor.submit(asyncio.run, coro).result()
+
+
+async def admin(backend: str, statements: Sequence[str]) -> list[Any]:
+    """Run ``statements`` as the admin user on a shared server's ``test`` database; the last one's rows."""
+    url = make_url(POSTGRES_ADMIN_URL if backend == "postgres" else MYSQL_ADMIN_URL)
+    if backend == "postgres":
+        return await postgres_statements(
+            statements,
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            timeout=5,
+        )
+    return await mysql_statements(
+        statements,
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        db=url.database,
+    )
+
+
+async def postgres_statements(statements: Iterable[str], **connect: Any) -> list[Any]:
+    """Run ``statements`` on a new asyncpg connection (``connect``: its arguments); the last one's rows."""
+    import asyncpg
+
+    conn = await asyncpg.connect(**connect)
+    rows: list[Any] = []
+    try:
+        for statement in statements:
+            rows = list(await conn.fetch(statement))
+    finally:
+        await conn.close()
+    return rows
+
+
+async def mysql_statements(statements: Iterable[str], **connect: Any) -> list[Any]:
+    """Run ``statements`` on a new aiomysql connection in autocommit mode; the last one's rows."""
+    import aiomysql
+
+    conn = await aiomysql.connect(connect_timeout=5, autocommit=True, **connect)
+    rows: list[Any] = []
+    try:
+        async with conn.cursor() as cursor:
+            for statement in statements:
+                await cursor.execute(statement)
+                rows = list(await cursor.fetchall())
+    finally:
+        conn.close()
+    return rows
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unavailable(reason: str) -> None:
+    """Skip with ``reason``, or fail when servers are required (CI)."""
+    if REQUIRE_SERVERS:
+        pytest.fail(f"{reason} (servers are required: CI=true or DB_TEST_REQUIRE_SERVERS=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pg_bindir() -> Path | None:
+    """The PostgreSQL server binaries (``pg_config --bindir``), if installed."""
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        if out and (Path(out) / "initdb").exists():
+            return Path(out)
+    fallback = Path(PG_BINDIR_FALLBACK)
+    return fallback if (fallback / "initdb").exists() else None
+
+
+def _os_user(name: str) -> tuple[list[str], tuple[int, int] | None]:
+    """The command prefix and uid/gid to run a server as ``name`` when we are root."""
+    if os.geteuid() != 0:
+        return [], None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        unavailable(f"running as root and there is no {name} OS user to run the server as")
+        raise  # unreachable: unavailable() raises
+    return ["runuser", "-u", name, "--"], (entry.pw_uid, entry.pw_gid)
+
+
+class PostgresCluster:
+    """A PostgreSQL server of this test's own on ``127.0.0.1:<free port>``.
+
+    ``auth`` is the authentication method for every connection (``trust`` or
+    ``scram-sha-256``; the ``postgres`` superuser's password is
+    :attr:`admin_password`), ``conf`` extra ``postgresql.conf`` settings,
+    ``files`` files copied into the data directory (certificates) before start.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self, *, auth: str = "trust", conf: Mapping[str, str] | None = None, files: Mapping[str, Path] | None = None
+    ) -> None:
+        bindir = pg_bindir()
+        if bindir is None:
+            unavailable("no PostgreSQL server binaries (pg_config --bindir) to start a server of the test's own")
+        assert bindir is not None
+        self.bindir = bindir
+        self._as_user, owner = _os_user("postgres")
+        self.root = Path(tempfile.mkdtemp(prefix="db_test_pg_"))
+        self.data = self.root / "data"
+        self.admin_password = uuid.uuid4().hex
+        self.conf = {"listen_addresses": "'127.0.0.1'", "fsync": "off", "shared_buffers": "16MB", **(conf or {})}
+        self.port = free_port()
+        self.running = False
+        (self.root / "pwfile").write_text(self.admin_password + "\n")
+        if owner:
+            for path in (self.root, self.root / "pwfile"):
+                os.chown(path, *owner)
+        initdb = [str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres", f"--auth={auth}"]
+        initdb += [f"--pwfile={self.root / 'pwfile'}", "-E", "UTF8", "--no-sync"]
+        self._run(initdb, "initdb")
+        for name, source in (files or {}).items():
+            target = self.data / name
+            shutil.copy(source, target)
+            target.chmod(0o600)
+            if owner:
+                os.chown(target, *owner)
+
+    def _run(self, command: list[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*self._as_user, *command], cwd=self.root, capture_output=True, text=True, timeout=120, check=False
+        )
+        if check and result.returncode != 0:
+            log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
+            raise AssertionError(f"{what} failed:\n{result.stdout}\n{result.stderr}\n{log[-3000:]}")
+        return result
+
+    def start(self) -> None:
+        """Start (or restart after :meth:`stop`) on the same port; waits until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} " + " ".join(f"-c {k}={v}" for k, v in self.conf.items())
+        start = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60"]
+        self._run([*start, "-o", options, "start"], "pg_ctl start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` (clean) or ``immediate`` (a crash; recovery on the next start)."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"], "stop")
+        self.running = False
+
+    def remove(self) -> None:
+        """Stop the server if it runs and delete its files."""
+        if self.running:
+            self._run(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                "stop",
+                check=False,
+            )
+            self.running = False
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    async def admin(self, *statements: str, database: str = "postgres") -> list[Any]:
+        """Run ``statements`` as the superuser; returns the last one's rows."""
+        return await postgres_statements(
+            statements,
+            host=self.host,
+            port=self.port,
+            user="postgres",
+            password=self.admin_password,
+            database=database,
+            timeout=10,
+            ssl=False,
+        )
+
+    def settings(self, **overrides: Any) -> DatabaseSettings:
+        """Settings that log in as the superuser to database ``postgres`` (override ``name`` etc.)."""
+        values: dict[str, Any] = {
+            "type": "postgres",
+            "host": self.host,
+            "port": self.port,
+            "user": "postgres",
+            "password": self.admin_password,
+            "name": "postgres",
+            "connect_timeout_seconds": 5,
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return DatabaseSettings(**values)
+
+
+@contextmanager
+def postgres_cluster(**kwargs: Any) -> Iterator[PostgresCluster]:
+    """A started :class:`PostgresCluster`, removed afterwards."""
+    cluster = PostgresCluster(**kwargs)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+BACKENDS = ("sqlite", "postgres", "mysql")
+
+
+@dataclass(frozen=True)
+class Server:
+    """A reachable server and a database created for this test run."""
+
+    backend: str
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    def settings(self, **overrides: Any) -> DatabaseSettings:
+        values: dict[str, Any] = {
+            "type": self.backend,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "name": self.database,
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return DatabaseSettings(**values)
+
+    async def admin(self, *statements: str) -> list[Any]:
+        """Run statements as the admin user on the shared database; returns the last result's rows."""
+        return await admin(self.backend, statements)
+
+
+def shared_server(backend: str, admin_url: str) -> Iterator[Server]:
+    """A database of this run's own on the shared server of ``backend``, dropped afterwards."""
+    name = f"db_test_{uuid.uuid4().hex[:12]}"
+    try:
+        run_coroutine(admin(backend, [f"CREATE DATABASE {name}"]))
+    except Exception as exc:
+        masked = make_url(admin_url).render_as_string(hide_password=True)
+        unavailable(
+            f"{backend} not reachable at {masked}: {type(exc).__name__}: {exc}; "
+            f"start it or set DB_TEST_{backend.upper()}_URL"
+        )
+    url = make_url(admin_url)
+    default_port = 5432 if backend == "postgres" else 3306
+    yield Server(
+        backend, url.host or "127.0.0.1", url.port or default_port, url.username or "", url.password or "", name
+    )
+    drop = f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if backend == "postgres" else "")
+    run_coroutine(admin(backend, [drop]))
+
+
+def backend_settings(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, **overrides: Any
+) -> DatabaseSettings:
+    """Settings for ``backend``: a fresh SQLite file, or this run's database on the server."""
+    if backend == "sqlite":
+        return DatabaseSettings(type="sqlite", name=str(tmp_path / "test.db"), _env_file=None, **overrides)
+    server: Server = request.getfixturevalue(f"{backend}_server")
+    return server.settings(**overrides)
+
+
+@asynccontextmanager
+async def fresh_tables(settings: DatabaseSettings, metadata: MetaData) -> AsyncIterator[None]:
+    """``settings`` configured with ``metadata``'s tables created afresh; dropped, and the engine disposed, after."""
+    configure(settings)
+    try:
+        async with get_engine().begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+            await conn.run_sync(metadata.create_all)
+        yield
+        async with get_engine().begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+    finally:
+        await dispose_engine()
+        configure(None)
