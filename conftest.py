@@ -12,7 +12,7 @@ tests that need it are skipped with the reason; with ``CI=true`` or
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +28,24 @@ from dbtests.servers import (
     backend_settings,
     shared_server,
 )
+
+_TESTS = Path(__file__).parent / "tests"
+# Suites a matrix environment may leave to the others (hatch.toml sets DB_TEST_SKIP=faults,...).
+_SUITES: dict[str, Callable[[Path], bool]] = {
+    "faults": lambda path: _TESTS / "faults" in path.parents,
+    "packaging": lambda path: path == _TESTS / "test_packaging.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skipped = {name.strip() for name in os.environ.get("DB_TEST_SKIP", "").split(",") if name.strip()}
+    if skipped - _SUITES.keys():
+        raise pytest.UsageError(f"DB_TEST_SKIP: unknown suite(s) {sorted(skipped - _SUITES.keys())}")
+    for name in skipped:
+        marker = pytest.mark.skip(reason=f"DB_TEST_SKIP={name}: another matrix environment runs this suite")
+        for item in items:
+            if _SUITES[name](Path(str(item.fspath))):
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from db_core import UnitOfWork
 from db_fastapi import SessionDep, TransactionDep, db_lifespan
 from dbtests.http import running_uvicorn
 
-ROUNDS = 500
-ROUNDS_SECONDS = 60.0  # about 3 s on a quiet machine; a bound, not a benchmark
+ROUNDS = 200
+ROUNDS_SECONDS = 60.0  # about 2 s on a quiet machine; a bound, not a benchmark
 
 
 def users_app(schema: SimpleNamespace) -> FastAPI:

@@ -26,7 +26,7 @@ BACKEND_PID = {
     "postgres": "SELECT pg_backend_pid()",
     "mysql": "SELECT CONNECTION_ID()",
 }
-ROUNDS = 20
+ROUNDS = 5
 CHILD_SECONDS = 30  # a child that deadlocks is killed after this
 
 
