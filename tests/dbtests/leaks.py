@@ -1,7 +1,9 @@
 """The leak check every fault test ends with, and the fault report.
 
 A test is clean when, after ``gc.collect()``: every pool it used has no
-connection checked out, the garbage collector found no abandoned connection
+connection checked out, no connection it checked out is still out (counted
+by pool events, so an engine disposed with a connection out, which resets
+its pool's count, still shows), the garbage collector found no abandoned connection
 (SQLAlchemy's "non-checked-in connection" warning, or any warning), and the
 shared servers show no session of the test's databases ``idle in
 transaction``.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import Pool
 
 from dbtests.servers import MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL, admin, run_coroutine
@@ -30,22 +32,33 @@ class Usage:
 
     pools: weakref.WeakSet[Pool] = field(default_factory=weakref.WeakSet)
     urls: set[URL] = field(default_factory=set)
+    # Connection records checked out and not yet checked in, by id, with where they came from.
+    out: dict[int, str] = field(default_factory=dict)
 
 
 @contextmanager
 def tracking() -> Iterator[Usage]:
-    """Record every pool and database URL that a connection is opened on meanwhile."""
+    """Record every pool, database URL and checkout meanwhile; call :func:`leaks` inside the block."""
     usage = Usage()
 
     def connected(conn: Connection) -> None:
         usage.pools.add(conn.engine.pool)
         usage.urls.add(conn.engine.url)
 
-    event.listen(Engine, "engine_connect", connected)
+    def checked_out(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        usage.out[id(record)] = repr(record)
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        usage.out.pop(id(record), None)
+
+    listeners = [(Engine, "engine_connect", connected), (Pool, "checkout", checked_out), (Pool, "checkin", checked_in)]
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
     try:
         yield usage
     finally:
-        event.remove(Engine, "engine_connect", connected)
+        for target, name, listener in listeners:
+            event.remove(target, name, listener)
 
 
 def leaks(usage: Usage) -> list[str]:
@@ -60,27 +73,26 @@ def leaks(usage: Usage) -> list[str]:
         checkedout = getattr(pool, "checkedout", None)
         if checkedout is not None and checkedout() != 0:
             found.append(f"{pool.status()}: {checkedout()} connection(s) still checked out")
+    found += [f"{record}: checked out and never checked in" for record in usage.out.values()]
     for url in usage.urls:
         found += [f"{url.get_backend_name()} {url.database}: {line}" for line in _idle_in_transaction(url)]
     return found
 
 
+# (backend name, host, port) of each shared server.
+_SHARED = {
+    backend: (url.get_backend_name(), url.host, url.port or default_port)
+    for backend, url, default_port in (
+        ("postgres", make_url(POSTGRES_ADMIN_URL), 5432),
+        ("mysql", make_url(MYSQL_ADMIN_URL), 3306),
+    )
+}
+
+
 def _shared(url: URL) -> str | None:
     """The backend whose shared server ``url`` points at, if any."""
-    for backend, admin_url in (("postgres", POSTGRES_ADMIN_URL), ("mysql", MYSQL_ADMIN_URL)):
-        shared = _parse(admin_url)
-        if url.get_backend_name() == shared.get_backend_name() and (url.host, url.port) == (
-            shared.host,
-            shared.port or (5432 if backend == "postgres" else 3306),
-        ):
-            return backend
-    return None
-
-
-def _parse(raw: str) -> URL:
-    from sqlalchemy.engine import make_url
-
-    return make_url(raw)
+    address = (url.get_backend_name(), url.host, url.port)
+    return next((backend for backend, shared in _SHARED.items() if shared == address), None)
 
 
 def _idle_in_transaction(url: URL) -> list[str]:
@@ -130,6 +142,11 @@ class FaultReport:
     """The numbers the fault tests record, printed as a table at the end of the run."""
 
     records: list[FaultRecord] = field(default_factory=list)
+
+    def count_leaks(self, since: int, leaked: int) -> None:
+        """Charge ``leaked`` to the records added since record number ``since`` (by the test just run)."""
+        for record in self.records[since:]:
+            record.leaked = leaked
 
     def add(self, fault: str, backend: str, *, injected: int, recovered: int, rows_lost: int = 0) -> None:
         """Record ``injected`` faults of one kind, of which the system recovered from ``recovered``."""

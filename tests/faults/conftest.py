@@ -29,9 +29,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test if it left a connection checked out, abandoned, or idle in transaction."""
+    recorded = len(_REPORT.records)
     with tracking() as usage:
         yield
-    found = leaks(usage)
+        found = leaks(usage)
+    _REPORT.count_leaks(since=recorded, leaked=len(found))
     assert not found, f"{request.node.name} left leaks:\n  " + "\n  ".join(found)
 
 

@@ -29,6 +29,6 @@ class QueuePool(AsyncAdaptedQueuePool):
         try:
             return super()._do_get()
         except sa_exc.TimeoutError:
-            # The queue's own message, without this frame's context.
+            # Raised outside the except: SQLAlchemy's TimeoutError would only repeat it as context.
             error = PoolExhaustedError(*self._limits)
         raise error

@@ -31,7 +31,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from db_core import PoolExhaustedError, UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
+from db_core import UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
 from db_fastapi.__about__ import __version__
 
 __all__ = [
@@ -135,7 +135,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     async def busy(_request: Request, _exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": _BUSY}, status_code=503, headers=_RETRY_AFTER)
 
-    app.add_exception_handler(PoolExhaustedError, busy)
+    # PoolExhaustedError is a TimeoutError: one handler answers it and the pools of connectors' own.
     app.add_exception_handler(sa_exc.TimeoutError, busy)
 
 
