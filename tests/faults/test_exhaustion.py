@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -88,14 +89,16 @@ async def test_the_unit_of_work_after_the_pool_fails_fast_with_pool_exhausted(
     fault_report.add("pool exhausted (2+0, 0.5 s)", backend, injected=tries, recovered=tries)
 
 
-def busy_app() -> FastAPI:
+def busy_app(held: threading.Semaphore, release: threading.Event) -> FastAPI:
+    """``/hold`` keeps its connection until ``release`` is set (the server runs in another thread)."""
     app = FastAPI(lifespan=db_lifespan())
     add_exception_handlers(app)
 
     @app.get("/hold")
     async def hold(session: TransactionDep) -> dict[str, int]:
         await session.execute(text("SELECT 1"))
-        await asyncio.sleep(1.5)
+        held.release()
+        await asyncio.to_thread(release.wait, 30)
         return {"held": 1}
 
     @app.get("/dependency")
@@ -115,10 +118,12 @@ async def test_an_exhausted_pool_is_a_503_with_retry_after(
     small_pool: DatabaseSettings, fault_report: FaultReport
 ) -> None:
     backend = small_pool.type or ""
-    with running_uvicorn(busy_app()) as base_url:
+    held, release = threading.Semaphore(0), threading.Event()
+    with running_uvicorn(busy_app(held, release)) as base_url:
         async with httpx2.AsyncClient(base_url=base_url, timeout=10) as client:
             holds = [asyncio.create_task(client.get("/hold")) for _ in range(pool_of(backend))]
-            await asyncio.sleep(0.5)
+            for _ in holds:
+                assert await asyncio.to_thread(held.acquire, timeout=10), "a /hold request got no connection"
             answers = []
             for path in ("/dependency", "/own"):
                 started = time.monotonic()
@@ -128,6 +133,7 @@ async def test_an_exhausted_pool_is_a_503_with_retry_after(
                 assert answer.headers["Retry-After"] == "1"
                 assert "busy" in answer.json()["detail"]
             assert max(seconds for *_, seconds in answers) < EXHAUSTED_WITHIN, answers
+            release.set()
             assert [h.status_code for h in await asyncio.gather(*holds)] == [200] * pool_of(backend)
             # Once the connections are back, both paths work.
             for path in ("/dependency", "/own"):
