@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from dbtests.servers import Server
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +80,14 @@ BROKEN = Dist(
     {"broken": "db_broken_connector:BrokenConnector"},
 )
 TEST_PLUGINS = {d.name: d for d in (DUMMY, BROKEN)}
-ALL_DISTS = {**FIRST_PARTY, **TEST_PLUGINS}
+# The example third-party connector, built and tested here as its author's CI would.
+EXAMPLE = Dist(
+    "db-psycopg",
+    "db_psycopg",
+    ROOT / "examples" / "db-psycopg",
+    {"psycopg": "db_psycopg:PsycopgConnector"},
+)
+ALL_DISTS = {**FIRST_PARTY, **TEST_PLUGINS, EXAMPLE.name: EXAMPLE}
 
 # Variables of the developer's shell or of `hatch run` that must not reach the clean venv.
 _LEAKY = {
@@ -219,30 +228,25 @@ class Venv:
     def script(self, code: str, **env: str) -> subprocess.CompletedProcess[str]:
         return run([self.python, "-c", textwrap.dedent(code)], cwd=self.work, env=env)
 
-    def backends(self) -> dict[str, tuple[str, str, str]]:
-        """``db backends`` as name to (aliases, distribution, class); fails unless it exits 0 cleanly."""
+    def backends(self) -> dict[str, tuple[str, str, str, str]]:
+        """``db backends`` as name to (aliases, distribution, class, status); fails unless it exits 0 cleanly."""
         result = self.db_cmd("backends")
         assert result.returncode == 0, show(result)
         assert "Traceback" not in result.stderr, show(result)
         return parse_backends(result.stdout)
 
 
-BACKEND_ROW = re.compile(
-    r"^(?P<name>\S+)\s+(?P<aliases>\S+(?:, \S+)*)\s+(?P<dist>[\w.-]+ \d\S*?|registered in code)"
-    r"\s*(?P<target>[A-Za-z_][\w.]*:[\w.]+)$"
-)
-
-
-def parse_backends(stdout: str) -> dict[str, tuple[str, str, str]]:
-    """Rows of the ``db backends`` table (tolerates the CLASS column touching DISTRIBUTION)."""
+def parse_backends(stdout: str) -> dict[str, tuple[str, str, str, str]]:
+    """Rows of the ``db backends`` table: name to (aliases, distribution, class, status)."""
     lines = stdout.strip().splitlines()
     assert lines, "db backends printed nothing"
-    assert lines[0].split() == ["NAME", "ALIASES", "DISTRIBUTION", "CLASS"], stdout
+    assert lines[0].split() == ["NAME", "ALIASES", "DISTRIBUTION", "CLASS", "STATUS"], stdout
     rows = {}
     for line in lines[1:]:
-        match = BACKEND_ROW.match(line.rstrip())
-        assert match, f"unexpected row {line!r} in:\n{stdout}"
-        rows[match["name"]] = (match["aliases"], match["dist"], match["target"])
+        # Columns are padded to their widest cell and separated by at least two spaces.
+        cells = re.split(r"\s{2,}", line.strip(), maxsplit=4)
+        assert len(cells) == 5, f"unexpected row {line!r} in:\n{stdout}"
+        rows[cells[0]] = (cells[1], cells[2], cells[3], cells[4])
     return rows
 
 
@@ -298,12 +302,14 @@ def test_wheel_contents(wheels: dict[str, Path], name: str) -> None:
     # Only the package and its metadata: no src/ prefix, no tests, no stray files.
     assert {n.split("/")[0] for n in names} == {dist.module, f"{dist.module}-{version}.dist-info"}, sorted(names)
     assert f"{dist.module}/__init__.py" in names
-    if name in FIRST_PARTY or name == DUMMY.name:
+    if name in FIRST_PARTY or name in (DUMMY.name, EXAMPLE.name):
         assert f"{dist.module}/py.typed" in names, "PEP 561 marker missing"
-    if name in FIRST_PARTY:
+    if name in FIRST_PARTY or name == EXAMPLE.name:
         assert f"{dist.module}/__about__.py" in names
 
     groups = set(entry_points.sections())
+    # The conformance kit is imported by the tests that use it, never loaded into every pytest run.
+    assert "pytest11" not in groups
     if dist.connectors:
         assert dict(entry_points["db_core.connectors"]) == dist.connectors
         assert {r.name for r in requirements(metadata)} >= {"db-core"}
@@ -318,34 +324,10 @@ def test_wheel_contents(wheels: dict[str, Path], name: str) -> None:
     if name == "db-core":
         assert dict(entry_points["console_scripts"]) == {"db": "db_core.cli:main"}
         assert "db_core/__main__.py" in names
+        # The conformance kit's data file travels with it.
+        assert "db_core/testing/unrelated-ca.pem" in names
     else:
         assert "console_scripts" not in groups
-
-
-def test_db_core_extras_point_at_the_siblings(wheels: dict[str, Path]) -> None:
-    _names, metadata, _eps = wheel_metadata(wheels["db-core"], FIRST_PARTY["db-core"])
-    assert set(metadata.get_all("Provides-Extra") or []) == {"postgres", "mysql", "sqlite", "fastapi", "all"}
-
-    def pulled_in(extra: str) -> set[str]:
-        names = set()
-        for req in requirements(metadata):
-            if req.marker is None or not req.marker.evaluate({"extra": extra}):
-                continue
-            if req.name == "db-core":  # a self-reference such as db-core[postgres,...] (hatchling inlines it)
-                names |= {name for sub in req.extras for name in pulled_in(sub)}
-                continue
-            # The siblings released together with this db-core, never a later minor version.
-            assert req.specifier.contains("0.1.0"), req
-            assert not req.specifier.contains("0.2.0"), req
-            names.add(req.name)
-        return names
-
-    assert pulled_in("postgres") == {"db-postgres"}
-    assert pulled_in("mysql") == {"db-mysql"}
-    assert pulled_in("sqlite") == {"db-sqlite"}
-    assert pulled_in("fastapi") == {"db-fastapi"}
-    assert pulled_in("all") == {"db-postgres", "db-mysql", "db-sqlite", "db-fastapi"}
-    assert pulled_in("no-such-extra") == set()
 
 
 def test_dummy_connector_depends_only_on_db_core(wheels: dict[str, Path]) -> None:
@@ -396,7 +378,7 @@ def test_backends_lists_only_sqlite(venv: Venv, workdir: Path) -> None:
     venv.use()
     rows = venv.backends()
     assert list(rows) == ["sqlite"]
-    assert rows["sqlite"] == ("sqlite3", "db-sqlite 0.1.0", "db_sqlite:SQLiteConnector")
+    assert rows["sqlite"] == ("sqlite3", "db-sqlite 0.1.0", "db_sqlite:SQLiteConnector", "ok")
 
 
 @pytest.mark.parametrize(
@@ -420,7 +402,7 @@ def test_backends_lists_third_party_connector(venv: Venv, workdir: Path) -> None
     venv.use(DUMMY.name)
     rows = venv.backends()
     assert list(rows) == ["dummy", "sqlite"]
-    assert rows["dummy"] == ("-", "db-dummy-connector 0.3.1", "db_dummy_connector:DummyConnector")
+    assert rows["dummy"] == ("-", "db-dummy-connector 0.3.1", "db_dummy_connector:DummyConnector", "ok")
 
 
 def test_check_third_party_connector(venv: Venv, workdir: Path) -> None:
@@ -505,11 +487,17 @@ def test_check_broken_connector_names_its_distribution(venv: Venv, workdir: Path
     assert "ImportError: db_broken_connector needs the driver 'nosuchdriver'" in result.stderr, show(result)
 
 
-def test_backends_lists_broken_connector_without_importing_it(venv: Venv, workdir: Path) -> None:
+def test_backends_shows_broken_connector_and_listing_imports_none(venv: Venv, workdir: Path) -> None:
     venv.use(DUMMY.name, BROKEN.name)
     rows = venv.backends()
     assert list(rows) == ["broken", "dummy", "sqlite"]
-    assert rows["broken"] == ("-", "db-broken-connector 0.0.7", "db_broken_connector:BrokenConnector")
+    assert rows["broken"] == (
+        "-",
+        "db-broken-connector 0.0.7",
+        "db_broken_connector:BrokenConnector",
+        "broken: ImportError: db_broken_connector needs the driver 'nosuchdriver', which is not installed",
+    )
+    assert rows["dummy"][3] == rows["sqlite"][3] == "ok"
     result = venv.script(
         """
         import json, sys
@@ -568,4 +556,40 @@ def test_backends_columns_are_separated(venv: Venv, workdir: Path) -> None:
     result = venv.db_cmd("backends")
     assert result.returncode == 0, show(result)
     for line in result.stdout.strip().splitlines():
-        assert len(re.split(r"\s{2,}", line.strip())) == 4, f"{line!r} in:\n{result.stdout}"
+        assert len(re.split(r"\s{2,}", line.strip())) == 5, f"{line!r} in:\n{result.stdout}"
+
+
+# -- 6. the example third-party connector, as its author's CI runs it -------------------------------------------------
+
+
+def test_example_connector_passes_the_conformance_kit_from_its_wheel(
+    wheels: dict[str, Path], postgres_server: Server, tmp_path: Path
+) -> None:
+    """examples/db-psycopg: its wheel and db-core[testing]'s in a clean venv, its tests run from its own folder."""
+    env_dir = tmp_path / "env"
+    result = run([sys.executable, "-m", "venv", env_dir], cwd=tmp_path, timeout=PIP_TIMEOUT)
+    assert result.returncode == 0, show(result)
+    python = env_dir / "bin" / "python"
+    install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    result = run([*install, f"{wheels['db-core']}[testing]", wheels[EXAMPLE.name]], cwd=tmp_path, timeout=PIP_TIMEOUT)
+    assert result.returncode == 0, show(result)
+    # The project as its author has it, less src/: the tests must use the installed wheel.
+    project = tmp_path / "db-psycopg"
+    shutil.copytree(EXAMPLE.project_dir, project, ignore=shutil.ignore_patterns("src", "__pycache__", ".*"))
+    server = {
+        "CI": "true",
+        "DB_TYPE": "psycopg",
+        "DB_HOST": postgres_server.host,
+        "DB_PORT": str(postgres_server.port),
+        "DB_USER": postgres_server.user,
+        "DB_PASSWORD": postgres_server.password or "kit-S3cret-pw",
+        "DB_NAME": postgres_server.database,
+    }
+    result = run([python, "-m", "pytest", "-p", "no:cacheprovider"], cwd=project, env=server, timeout=PIP_TIMEOUT)
+    assert result.returncode == 0, show(result)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.search(r"\b\d+ passed\b", summary), show(result)
+    assert "skipped" not in summary, show(result)
+    assert "TestPsycopgConformance" in result.stdout or "test_conformance.py" in result.stdout, show(result)
+    backends = parse_backends(run([env_dir / "bin" / "db", "backends"], cwd=tmp_path).stdout)
+    assert backends["psycopg"][1:] == ("db-psycopg 0.1.0", "db_psycopg:PsycopgConnector", "ok")

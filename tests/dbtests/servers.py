@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -29,13 +28,11 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
 from db_core import DatabaseSettings, configure, dispose_engine, get_engine
+from db_core.testing import free_port, unavailable
 
 POSTGRES_ADMIN_URL = os.environ.get("DB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("DB_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 PG_BINDIR_FALLBACK = "/usr/lib/postgresql/15/bin"
-REQUIRE_SERVERS = os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get(
-    "DB_TEST_REQUIRE_SERVERS", ""
-) in ("1", "true", "yes")
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -95,20 +92,6 @@ async def mysql_statements(statements: Iterable[str], **connect: Any) -> list[An
     finally:
         conn.close()
     return rows
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def unavailable(reason: str) -> None:
-    """Skip with ``reason``, or fail when servers are required (CI)."""
-    if REQUIRE_SERVERS:
-        pytest.fail(f"{reason} (servers are required: CI=true or DB_TEST_REQUIRE_SERVERS=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 def pg_bindir() -> Path | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from db_core import DatabaseSettings
-from dbtests.relay import Relay
+from db_core.testing.relay import Relay
 from dbtests.servers import _os_user, free_port, mysql_statements, run_coroutine, unavailable
 
 SERVER_NAME = "localhost"

@@ -43,8 +43,8 @@ from db_core import (
     ping,
 )
 from db_core.connector import LOST_CONNECTION_NOTE
+from db_core.testing.relay import Relay
 from dbtests.leaks import FaultReport
-from dbtests.relay import Relay
 from dbtests.servers import Server, postgres_cluster
 
 CONNECT_TIMEOUT = 2.0
@@ -232,11 +232,9 @@ class Proxy(Relay):
     def __init__(self, target: tuple[str, int]) -> None:
         super().__init__(target)
         self.silent = True
-        self.accepted = 0
-        self.hung_up = 0  # silent connections the client closed itself
+        self.hung_up = 0  # silent connections the client closed itself (Relay counts the accepted ones)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
         if self.silent:
             await reader.read()  # nothing is ever sent; returns when the client gives up
             self.hung_up += 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from db_core import DatabaseSettings, get_connector
+from db_core import ConfigurationError, DatabaseSettings, get_connector
 
 
 def test_defaults_follow_the_seed() -> None:
@@ -65,6 +65,24 @@ def test_database_url_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.type, s.host, s.name, s.user) == ("postgres", "h", "d", "u")
     monkeypatch.setenv("DB_URL", "sqlite:///x.db")
     assert DatabaseSettings(_env_file=None).type == "sqlite"
+
+
+def test_db_type_beside_a_url_picks_the_connector(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A platform's URL says "postgres"; DB_TYPE says which connector speaks it.
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:pw@h:6432/d")
+    monkeypatch.setenv("DB_TYPE", "psycopg")
+    s = DatabaseSettings(_env_file=None)
+    assert (s.type, s.host, s.port, s.name, s.user) == ("psycopg", "h", 6432, "d", "u")
+    s = DatabaseSettings(type="sqlite", url="mysql://u@h/d", _env_file=None)
+    assert s.type == "sqlite"
+
+
+def test_url_scheme_keeps_its_driver_for_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_URL", "postgresql+psycopg2://u@h/d")
+    s = DatabaseSettings(_env_file=None)
+    assert s.type == "postgresql+psycopg2"
+    # No connector is called psycopg2: the dialect's connector, with its own async driver.
+    assert get_connector(s).url.drivername == "postgresql+asyncpg"
 
 
 def test_url_sslmode_becomes_ssl_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,3 +186,21 @@ def test_url_query_options_join_db_options(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("DB_OPTIONS", '{"a": "1", "b": "old"}')
     monkeypatch.setenv("DB_URL", "postgresql://u@h/d?b=2")
     assert DatabaseSettings(_env_file=None).options == {"a": "1", "b": "2"}
+
+
+def test_check_ssl_files_whatever_the_mode(tmp_path: Path) -> None:
+    # For drivers that read the files themselves: a bad one is named before any connect, mode or not.
+    missing = tmp_path / "missing-ca.pem"
+    for mode in (None, "disable", "prefer", "verify-full"):
+        connector = get_connector(DatabaseSettings(type="postgres", ssl_mode=mode, ssl_ca_file=missing, _env_file=None))
+        with pytest.raises(ConfigurationError, match=f"DB_SSL_CA_FILE={str(missing)!r}"):
+            connector.check_ssl_files()
+    get_connector(DatabaseSettings(type="postgres", _env_file=None)).check_ssl_files()  # no files: nothing to check
+
+
+def test_mask_password_hides_every_spelling() -> None:
+    s = DatabaseSettings(password="p@ss/wörd", _env_file=None)
+    text = "login p@ss/wörd failed; url p%40ss%2Fw%C3%B6rd; path p%40ss/w%C3%B6rd"
+    assert s.mask_password(text) == "login *** failed; url ***; path ***"
+    # Too short to mask without garbling the message: left as it is.
+    assert DatabaseSettings(password="a", _env_file=None).mask_password("a cat") == "a cat"

@@ -17,6 +17,7 @@ from db_core.engine import (
     get_settings,
 )
 from db_core.errors import (
+    AmbiguousConnectorError,
     ConcurrentUseError,
     ConfigurationError,
     ConnectorError,
@@ -43,6 +44,7 @@ from db_core.unit_of_work import UnitOfWork, close_session
 __all__ = [
     "API_VERSION",
     "ENTRY_POINT_GROUP",
+    "AmbiguousConnectorError",
     "AsyncSessionMaker",
     "ConcurrentUseError",
     "ConfigurationError",

@@ -7,14 +7,13 @@ import asyncio
 import re
 import sys
 from collections.abc import Sequence
-from urllib.parse import quote
 
 from sqlalchemy.exc import DBAPIError
 
 from db_core.__about__ import __version__
-from db_core.errors import DBError
+from db_core.errors import ConnectorLoadError, DBError
 from db_core.health import ping
-from db_core.registry import available_connectors, get_connector
+from db_core.registry import ConnectorInfo, available_connectors, get_connector
 from db_core.settings import DatabaseSettings
 
 __all__ = ["main"]
@@ -25,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="db", description="db: the database layer's command line")
     parser.add_argument("--version", action="version", version=f"db-core {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("backends", help="list the installed connectors and the distributions that provide them")
+    commands.add_parser("backends", help="list the installed connectors, their distributions, and whether each loads")
     commands.add_parser("check", help="connect with the DB_* settings and report the server")
     args = parser.parse_args(argv)
     if args.command == "backends":
@@ -34,15 +33,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _backends() -> int:
-    rows = [("NAME", "ALIASES", "DISTRIBUTION", "CLASS")]
-    rows += [(i.name, ", ".join(i.aliases) or "-", i.origin, i.target) for i in available_connectors()]
-    if len(rows) == 1:
+    infos = available_connectors()
+    if not infos:
         print('no connectors installed; install one, e.g. pip install "db-core[sqlite]"')
         return 1
-    widths = [max(len(row[col]) for row in rows) for col in range(3)]
+    rows = [("NAME", "ALIASES", "DISTRIBUTION", "CLASS", "STATUS")]
+    rows += [(i.name, ", ".join(i.aliases) or "-", i.origin, i.target, _status(i, infos)) for i in infos]
+    widths = [max(len(row[col]) for row in rows) for col in range(4)]
     for row in rows:
-        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3]]))
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]]))
+    # A broken or ambiguous connector is reported, not a failure: the others still work.
     return 0
+
+
+def _status(info: ConnectorInfo, infos: list[ConnectorInfo]) -> str:
+    """``ok``, or why selecting this connector would fail (it is imported to find out)."""
+    rivals = [other.origin for other in infos if other.name == info.name and other != info]
+    if rivals:
+        return f"ambiguous: DB_TYPE={info.name} is also claimed by {', '.join(rivals)}"
+    try:
+        info.load()
+    except ConnectorLoadError as exc:
+        return f"broken: {exc.reason}"
+    return "ok"
 
 
 def _check() -> int:
@@ -52,16 +65,13 @@ def _check() -> int:
     except DBError as exc:
         print(f"db check: {exc}", file=sys.stderr)
         return 2
-    password = settings.password.get_secret_value()
     try:
         url = connector.url.render_as_string(hide_password=True)
         engine = connector.create_engine()
     except Exception as exc:
         # A missing driver or a URL the dialect refuses: still one line, never a traceback.
-        print(
-            f"db check: cannot use connector {connector.name!r}: {_scrub(describe_error(exc, settings), password)}",
-            file=sys.stderr,
-        )
+        reason = settings.mask_password(describe_error(exc, settings))
+        print(f"db check: cannot use connector {connector.name!r}: {reason}", file=sys.stderr)
         return 2
     print(f"connector:  {connector.name} ({type(connector).__module__}.{type(connector).__qualname__})")
     print(f"url:        {url}")
@@ -79,10 +89,10 @@ def _check() -> int:
         asyncio.run(run())
     except DBError as exc:
         # Found only while connecting (a SQLite directory that does not exist): still the settings.
-        print(f"db check: {_scrub(str(exc), password)}", file=sys.stderr)
+        print(f"db check: {settings.mask_password(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
-        reason = _scrub(describe_error(exc, settings), password)
+        reason = settings.mask_password(describe_error(exc, settings))
         print(f"db check: cannot connect to {url}: {reason}", file=sys.stderr)
         return 1
     return 0
@@ -91,16 +101,12 @@ def _check() -> int:
 def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
     """One line for a connection failure: the driver's own message, without SQLAlchemy's wrapping."""
     if isinstance(exc, TimeoutError):
-        return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
+        # A connector's own message names the server; asyncio's bare TimeoutError says nothing.
+        return (
+            str(exc).splitlines()[0]
+            if str(exc)
+            else (f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})")
+        )
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     text = re.sub(r"<class '[\w.]+'>: ", "", str(cause)).strip() or type(cause).__name__
     return f"{type(cause).__name__}: {text.splitlines()[0]}"
-
-
-def _scrub(text: str, password: str) -> str:
-    """Mask the password should a driver ever quote it (too short a one would mask ordinary words)."""
-    if len(password) < 4:
-        return text
-    for form in {password, quote(password, safe=""), quote(password)}:
-        text = text.replace(form, "***")
-    return text

@@ -24,12 +24,14 @@ from db_core.settings import DatabaseSettings
 
 __all__ = ["API_VERSION", "LOST_CONNECTION_NOTE", "DBConnector"]
 
-API_VERSION = 1
-"""The connector interface version this db_core implements.
+API_VERSION = "1.0"
+"""The connector interface version this db_core implements, ``"MAJOR.MINOR"``.
 
 A connector declares the version it was written for in
-:attr:`DBConnector.api_version`; the registry refuses a connector whose version
-differs, naming its distribution, instead of failing later in a query.
+:attr:`DBConnector.api_version`. The registry loads it when the majors are
+equal and its minor is not newer than this one (a minor version only adds
+hooks); otherwise it refuses it, naming its distribution and the package to
+upgrade, instead of failing later in a query.
 """
 
 
@@ -58,8 +60,8 @@ class DBConnector:
     default_max_overflow: ClassVar[int] = 20
     """The overflow used when ``DB_MAX_OVERFLOW`` is unset."""
 
-    api_version: ClassVar[int] = API_VERSION
-    """The :data:`API_VERSION` this connector implements."""
+    api_version: ClassVar[str] = API_VERSION
+    """The :data:`API_VERSION` this connector was written for, ``"MAJOR.MINOR"``."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
@@ -136,16 +138,16 @@ class DBConnector:
 
     def create_engine(self) -> AsyncEngine:
         """Create a new engine with this connector's URL, arguments and hooks."""
+        if self.settings.ssl_mode != "disable":
+            # Before the driver sees them: a driver (libpq) may use the files under its own default mode.
+            self.check_ssl_files()
         url, args = self.get_url(), self.get_engine_args()
         try:
             engine = create_async_engine(url, **args)
         except (ArgumentError, ValueError, TypeError) as exc:
             # The dialect converts driver options itself (DB_OPTIONS, DB_URL's query): its
             # refusal of one is a setting's fault, said without the URL (which holds the password).
-            reason = str(exc)
-            secret = self.settings.password.get_secret_value()
-            if secret and secret in reason:
-                reason = reason.replace(secret, "***")
+            reason = self.settings.mask_password(str(exc))
             error = ConfigurationError(
                 f"DB_OPTIONS (or DB_URL's query options) {sorted(self.settings.options)} could not be used: "
                 f"{type(exc).__name__}: {reason}. Fix or remove the option"
@@ -166,9 +168,22 @@ class DBConnector:
         file that cannot be read or holds no usable certificate or key raises
         :class:`~db_core.errors.ConfigurationError` naming the variable and the path.
         """
+        mode = self.settings.ssl_mode
+        return None if mode in (None, "disable") else self._build_ssl_context(mode)
+
+    def check_ssl_files(self) -> None:
+        """Raise :class:`~db_core.errors.ConfigurationError` for a ``DB_SSL_*`` file that cannot be used.
+
+        :meth:`create_engine` calls it unless ``DB_SSL_MODE=disable``, so a bad
+        file is named before any connect, also when the mode is unset (a driver
+        such as libpq uses the files under its own default mode).
+        """
         s = self.settings
-        if s.ssl_mode in (None, "disable"):
-            return None
+        if s.ssl_ca_file or s.ssl_cert_file or s.ssl_key_file:
+            self._build_ssl_context("verify-full")
+
+    def _build_ssl_context(self, mode: str) -> ssl.SSLContext:
+        s = self.settings
         if s.ssl_key_file and not s.ssl_cert_file:
             raise ConfigurationError(
                 f"DB_SSL_KEY_FILE={str(s.ssl_key_file)!r} is set without DB_SSL_CERT_FILE: "
@@ -179,11 +194,11 @@ class DBConnector:
             context = ssl.create_default_context(cafile=str(s.ssl_ca_file) if s.ssl_ca_file else None)
         except OSError as exc:  # ssl.SSLError included: a file without a PEM certificate
             raise _file_error("DB_SSL_CA_FILE", s.ssl_ca_file, exc, ca_fix) from exc
-        if s.ssl_mode in ("prefer", "require"):
+        if mode in ("prefer", "require"):
             # libpq semantics: encrypted, server not verified.
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        elif s.ssl_mode == "verify-ca":
+        elif mode == "verify-ca":
             context.check_hostname = False
         if s.ssl_cert_file:
             _load_client_certificate(context, s.ssl_cert_file, s.ssl_key_file)
@@ -209,6 +224,12 @@ class DBConnector:
                     f"(now {str(s.ssl_ca_file) if s.ssl_ca_file else 'unset'})"
                 )
             return f"failed TLS certificate verification (DB_SSL_MODE={s.ssl_mode}): {reason}; {fix}"
+        if error.reason == "WRONG_VERSION_NUMBER":
+            # The bytes that came back were no TLS record: the server answered in plain text.
+            return (
+                f"TLS handshake failed (DB_SSL_MODE={s.ssl_mode}): the server did not answer in TLS; "
+                "enable TLS on the server or check DB_HOST/DB_PORT, or set DB_SSL_MODE=prefer or disable"
+            )
         return (
             f"TLS handshake failed (DB_SSL_MODE={s.ssl_mode}): {error.reason or error}; "
             "if the server asks for a client certificate, check DB_SSL_CERT_FILE and DB_SSL_KEY_FILE"

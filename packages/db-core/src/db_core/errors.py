@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
+    "AmbiguousConnectorError",
     "ConfigurationError",
     "ConnectorError",
     "ConnectorLoadError",
@@ -57,6 +58,19 @@ class ConnectorLoadError(ConnectorError, ImportError):
         self.distribution = distribution
         self.reason = reason
         super().__init__(f"connector {name!r} from {distribution} could not be loaded: {reason}")
+
+
+class AmbiguousConnectorError(ConnectorError, LookupError):
+    """Two installed distributions claim the same ``DB_TYPE``; neither is picked silently."""
+
+    def __init__(self, name: str, candidates: list[str]) -> None:
+        self.name = name
+        self.candidates = candidates
+        super().__init__(
+            f"DB_TYPE={name!r} is claimed by {len(candidates)} installed distributions: {' and '.join(candidates)}. "
+            "Uninstall all but one of them, or pick one in code with "
+            f"db_core.register_connector({name!r}, <the connector class>)"
+        )
 
 
 class UnitOfWorkError(DBError, RuntimeError):

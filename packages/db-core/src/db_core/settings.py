@@ -8,6 +8,7 @@ import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -185,6 +186,20 @@ class DatabaseSettings(BaseSettings):
         """Read the settings from the environment and ``.env`` (the seed's name for ``DatabaseSettings()``)."""
         return cls()
 
+    def mask_password(self, text: str) -> str:
+        """``text`` with the password, as it is or URL-quoted, replaced by ``***``.
+
+        For messages built from a driver's own words, which may quote it. A
+        password shorter than 4 characters is left alone: masking it would
+        garble ordinary words.
+        """
+        password = self.password.get_secret_value()
+        if len(password) < 4:
+            return text
+        for form in sorted({password, quote(password, safe=""), quote(password)}, key=len, reverse=True):
+            text = text.replace(form, "***")
+        return text
+
     @field_validator("*", mode="before")
     @classmethod
     def _check_text(cls, value: Any) -> Any:
@@ -261,7 +276,9 @@ class _URLExpandingSource(PydanticBaseSettingsSource):
             return data  # the field validator reports it, naming DB_URL
         query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
         parts: dict[str, Any] = {
-            "type": url.get_backend_name(),
+            # DB_TYPE beside the URL picks the connector (a URL from the platform says only "postgres");
+            # the scheme's driver part, if any, is kept for the registry to match a connector's name.
+            "type": None if data.get("type") else url.drivername.lower(),
             "host": url.host,
             "port": url.port,
             "name": url.database,

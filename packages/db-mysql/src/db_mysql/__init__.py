@@ -26,6 +26,7 @@ class MySQLConnector(DBConnector):
 
     name = "mysql"
     drivername = "mysql+aiomysql"
+    api_version = "1.0"
     default_port = 3306
 
     def get_url(self) -> URL:

@@ -20,6 +20,7 @@ class PostgresConnector(DBConnector):
 
     name = "postgres"
     drivername = "postgresql+asyncpg"
+    api_version = "1.0"
     default_port = 5432
 
     def get_connect_args(self) -> dict[str, Any]:

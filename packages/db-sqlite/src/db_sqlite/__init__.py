@@ -50,6 +50,7 @@ class SQLiteConnector(DBConnector):
 
     name = "sqlite"
     drivername = "sqlite+aiosqlite"
+    api_version = "1.0"
     default_port = None
     default_database = "app.db"
     default_pool_size = 1

@@ -20,6 +20,7 @@ class DummyConnector(DBConnector):
 
     name = "dummy"
     drivername = "sqlite+aiosqlite"
+    api_version = "1.0"
     default_port = None
     default_database = "dummy.db"
 

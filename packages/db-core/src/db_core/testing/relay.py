@@ -2,16 +2,25 @@
 
 :class:`Relay` forwards every connection it accepts, both ways; a subclass
 decides what happens to a connection instead (:meth:`Relay.serve`) or looks at
-what the client sends (:meth:`Relay.from_client`). :meth:`Relay.close` ends
-every connection it holds.
+what the client sends (:meth:`Relay.from_client`). :meth:`Relay.cut` drops
+every connection it holds, as a server restart or a network failure would,
+and goes on accepting new ones; :meth:`Relay.close` also stops listening.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
-from dbtests.servers import free_port
+__all__ = ["Relay", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Relay:
@@ -20,20 +29,28 @@ class Relay:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = free_port()
+        self.accepted = 0
+        """How many connections it has accepted."""
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Listen on :attr:`port`."""
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    async def cut(self) -> None:
+        """Close every relayed connection, both ways, and wait until they are gone; keep listening."""
         for writer in list(self._writers):
             writer.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+
+    async def close(self) -> None:
+        """Stop listening and close every relayed connection."""
+        if self._server is not None:
+            self._server.close()
+        await self.cut()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -42,6 +59,7 @@ class Relay:
         await self.relay(reader, writer, *await self.connect_upstream())
 
     async def connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A new connection to the target, closed by :meth:`cut` and :meth:`close`."""
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers.add(up_writer)
         return up_reader, up_writer
@@ -53,6 +71,7 @@ class Relay:
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> None:
+        """Copy both ways between the client and the target until either side closes."""
         await asyncio.gather(self._pipe(reader, up_writer, self.from_client), self._pipe(up_reader, writer))
 
     def from_client(self, data: bytes) -> None:
@@ -61,6 +80,7 @@ class Relay:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        self.accepted += 1
         self._tasks.add(task)
         self._writers.add(writer)
         try:
