@@ -72,10 +72,15 @@ class Relay:
         up_writer: asyncio.StreamWriter,
     ) -> None:
         """Copy both ways between the client and the target until either side closes."""
-        await asyncio.gather(self._pipe(reader, up_writer, self.from_client), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, self.from_client), self._pipe(up_reader, writer, self.from_server)
+        )
 
     def from_client(self, data: bytes) -> None:
         """Every chunk the client sends, on its way to the target (for a subclass to keep)."""
+
+    def from_server(self, data: bytes) -> None:
+        """Every chunk the target sends, on its way to the client (for a subclass to keep)."""
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
