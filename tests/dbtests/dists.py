@@ -37,10 +37,7 @@ class SitePackages:
 
 def forget_discovery() -> None:
     """Make the registry discover again, as a new process would."""
-    # A test may still have _discover monkeypatched (the autouse monkeypatch is undone last).
-    clear = getattr(registry._discover, "cache_clear", None)
-    if clear is not None:
-        clear()
+    registry._discover.cache_clear()
     registry._loaded.clear()
 
 
