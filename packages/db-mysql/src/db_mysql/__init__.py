@@ -38,6 +38,10 @@ class MySQLConnector(DBConnector):
             url = url.set(password=str(url.password).encode("utf-8").decode("latin-1"))
         return url
 
+    def in_transaction(self, dbapi_connection: Any) -> bool:
+        """From the server's status flags of the last reply: no round trip."""
+        return bool(dbapi_connection.driver_connection.get_transaction_status())
+
     def get_connect_args(self) -> dict[str, Any]:
         """utf8mb4, no local infile, the connect timeout, TLS and the program name."""
         s = self.settings

@@ -95,7 +95,14 @@ class SQLiteConnector(DBConnector):
         args = super().get_engine_args()
         if self.is_memory:
             args.update(pool_size=1, max_overflow=0, pool_recycle=-1, pool_pre_ping=False)
+        elif "pool_pre_ping" not in self.settings.model_fields_set:
+            # A database file cannot drop a connection: a ping per checkout would only cost a call.
+            args["pool_pre_ping"] = False
         return args
+
+    def in_transaction(self, dbapi_connection: Any) -> bool:
+        """sqlite3's own flag (the library's autocommit state): no call into the database thread."""
+        return bool(dbapi_connection.driver_connection.in_transaction)
 
     def on_connect(self, dbapi_connection: Any) -> None:
         """Foreign keys on, WAL for files, and transactions left to :meth:`setup_engine`."""
