@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from contenders import Contender
-from db_core.testing import Relay
+from db_core.testing import TurnCounter
 
 WORKLOADS = {
     "W1": "SELECT 1 in a fresh unit of work",
@@ -74,23 +74,6 @@ async def concurrent(contender: Contender, ops_per_task: int) -> Run:
     ops = TASKS * ops_per_task
     cuts = statistics.quantiles(latencies, n=100)
     return Run(ops / wall, cpu / ops * 1e6, cuts[49] * 1000, cuts[98] * 1000)
-
-
-class TurnCounter(Relay):
-    """A relay that counts round trips: the client's turns to speak."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        super().__init__(target)
-        self.turns = 0
-        self._client_spoke_last = False
-
-    def from_client(self, data: bytes) -> None:
-        if not self._client_spoke_last:
-            self.turns += 1
-        self._client_spoke_last = True
-
-    def from_server(self, data: bytes) -> None:
-        self._client_spoke_last = False
 
 
 async def round_trips(contender: Contender, counter: TurnCounter, workload: str, ops: int = 50) -> float:

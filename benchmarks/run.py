@@ -31,7 +31,8 @@ from typing import Any
 import http_load
 from backends import Backend, drop, prepare
 from contenders import DRIVERS, NAMES, started
-from measure import WORKLOADS, Run, TurnCounter, concurrent, median, round_trips, sequential
+from db_core.testing import TurnCounter
+from measure import WORKLOADS, Run, concurrent, median, round_trips, sequential
 
 BACKENDS = ("postgres", "mysql", "sqlite")
 POOL = (10, 20)

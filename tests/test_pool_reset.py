@@ -13,24 +13,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from db_core import DatabaseSettings, UnitOfWork, configure, dispose_engine, get_engine
-from db_core.testing import Relay
+from db_core.testing import TurnCounter
 from dbtests.servers import Server
-
-
-class TurnCounter(Relay):
-    """Counts the client's turns to speak: its round trips."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        super().__init__(target)
-        self.turns = 0
-        self._spoke_last = False
-
-    def from_client(self, data: bytes) -> None:
-        self.turns += not self._spoke_last
-        self._spoke_last = True
-
-    def from_server(self, data: bytes) -> None:
-        self._spoke_last = False
 
 
 async def test_mysql_unit_of_work_that_commits_sends_no_rollback(mysql_server: Server) -> None:

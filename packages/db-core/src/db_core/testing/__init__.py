@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 # Before the suite is imported: its failed asserts then say what differed, as in the user's own tests.
 pytest.register_assert_rewrite("db_core.testing.suite")
 
-from db_core.testing.relay import Relay, free_port  # noqa: E402
+from db_core.testing.relay import Relay, TurnCounter, free_port  # noqa: E402
 from db_core.testing.suite import Capabilities, ConnectorSuite, servers_required, unavailable  # noqa: E402
 
-__all__ = ["Capabilities", "ConnectorSuite", "Relay", "free_port", "servers_required", "unavailable"]
+__all__ = ["Capabilities", "ConnectorSuite", "Relay", "TurnCounter", "free_port", "servers_required", "unavailable"]

@@ -13,7 +13,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-__all__ = ["Relay", "free_port"]
+__all__ = ["Relay", "TurnCounter", "free_port"]
 
 
 def free_port() -> int:
@@ -114,3 +114,26 @@ class Relay:
         finally:
             writer.close()
             self._writers.discard(writer)
+
+
+class TurnCounter(Relay):
+    """A relay that counts round trips: the client's turns to speak.
+
+    A turn starts each time the client sends after the server has answered
+    (or first); several packets the client sends in a row are one turn.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(target)
+        self.turns = 0
+        self._client_spoke_last = False
+
+    def from_client(self, data: bytes) -> None:
+        """Count a new turn when the server had the last word."""
+        if not self._client_spoke_last:
+            self.turns += 1
+        self._client_spoke_last = True
+
+    def from_server(self, data: bytes) -> None:
+        """The server answered: the client's next send is a new turn."""
+        self._client_spoke_last = False
