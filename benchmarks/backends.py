@@ -44,6 +44,12 @@ class Backend:
             return URL.create(driver, database=self.database)
         return URL.create(driver, self.user, self.password or None, self.host, self.port, self.database)
 
+    @classmethod
+    def from_url(cls, name: str, url: str) -> Backend:
+        """The database a SQLAlchemy ``url`` names (W5's app gets it this way)."""
+        parts = make_url(url)
+        return cls(name, parts.host or "", parts.port, parts.username or "", parts.password or "", parts.database or "")
+
     def through(self, host: str, port: int) -> Backend:
         """The same database reached at ``host:port`` (a relay)."""
         return replace(self, host=host, port=port)

@@ -7,24 +7,22 @@
 - ``BENCH_URL``: a SQLAlchemy URL such as ``postgresql+asyncpg://postgres@127.0.0.1:5432/dbbench``.
 
 Every contender runs the same statement in a transaction of its own per request and answers
-``{"id": ..., "name": ...}``, or 404 when there is no such row.
+``{"id": ..., "name": ...}`` (the SQLAlchemy ones and db: 404 when there is no such row; the
+load only asks for rows that exist).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local dependencies in the signatures.
-import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import aiomysql
-import aiosqlite
-import asyncpg
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from backends import Backend
+from contenders import Contender, started
 from db_core import DatabaseSettings, configure
 from db_fastapi import TransactionDep, db_lifespan
 
@@ -33,15 +31,6 @@ BACKENDS = ("postgres", "mysql", "sqlite")
 POOL_SIZE = 10
 MAX_OVERFLOW = 20
 GET = text("SELECT id, name FROM bench_items WHERE id = :id")
-# The same statement in each raw driver's own parameter style.
-RAW_GET = {
-    "postgres": "SELECT id, name FROM bench_items WHERE id = $1",
-    "mysql": "SELECT id, name FROM bench_items WHERE id = %s",
-    "sqlite": "SELECT id, name FROM bench_items WHERE id = ?",
-}
-
-Row = tuple[int, str]
-Fetch = Callable[[int], Awaitable[Row | None]]
 
 
 def _item(row: Any, item_id: int) -> dict[str, Any]:
@@ -52,91 +41,20 @@ def _item(row: Any, item_id: int) -> dict[str, Any]:
 
 
 def raw_app(backend: str, url: str) -> FastAPI:
-    """The driver alone: its own pool, ``BEGIN``/``COMMIT`` around the read."""
-    parts = make_url(url)
-    fetch: Fetch | None = None
+    """The driver alone, exactly as :mod:`contenders` runs it: its own pool, ``BEGIN``/``COMMIT`` around the read."""
+    running: dict[str, Contender] = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        nonlocal fetch
-        close: Callable[[], Awaitable[None]]
-        if backend == "postgres":
-            pg_pool = await asyncpg.create_pool(
-                host=parts.host,
-                port=parts.port,
-                user=parts.username,
-                password=parts.password,
-                database=parts.database,
-                min_size=POOL_SIZE,
-                max_size=POOL_SIZE + MAX_OVERFLOW,
-            )
-
-            async def fetch_postgres(item_id: int) -> Row | None:
-                async with pg_pool.acquire() as conn, conn.transaction():
-                    row = await conn.fetchrow(RAW_GET["postgres"], item_id)
-                return None if row is None else (row[0], row[1])
-
-            fetch, close = fetch_postgres, pg_pool.close
-        elif backend == "mysql":
-            mysql_pool = await aiomysql.create_pool(
-                host=parts.host or "localhost",
-                port=parts.port or 3306,
-                user=parts.username,
-                password=parts.password or "",
-                db=parts.database,
-                minsize=POOL_SIZE,
-                maxsize=POOL_SIZE + MAX_OVERFLOW,
-                autocommit=False,
-            )
-
-            async def fetch_mysql(item_id: int) -> Row | None:
-                async with mysql_pool.acquire() as conn:
-                    await conn.begin()
-                    async with conn.cursor() as cursor:
-                        await cursor.execute(RAW_GET["mysql"], (item_id,))
-                        row = await cursor.fetchone()
-                    await conn.commit()
-                return None if row is None else (row[0], row[1])
-
-            async def close_mysql() -> None:
-                mysql_pool.close()
-                await mysql_pool.wait_closed()
-
-            fetch, close = fetch_mysql, close_mysql
-        else:
-            # A small pool of connections, as contenders.py's raw SQLite contender keeps; autocommit at the
-            # driver, so BEGIN and COMMIT are the statements sent.
-            connections: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-            for _ in range(POOL_SIZE):
-                connections.put_nowait(await aiosqlite.connect(parts.database or "", isolation_level=None))
-
-            async def fetch_sqlite(item_id: int) -> Row | None:
-                conn = await connections.get()
-                try:
-                    await conn.execute("BEGIN")
-                    async with conn.execute(RAW_GET["sqlite"], (item_id,)) as cursor:
-                        row = await cursor.fetchone()
-                    await conn.execute("COMMIT")
-                finally:
-                    connections.put_nowait(conn)
-                return None if row is None else (row[0], row[1])
-
-            async def close_sqlite() -> None:
-                while not connections.empty():
-                    await connections.get_nowait().close()
-
-            fetch, close = fetch_sqlite, close_sqlite
-        try:
+        async with started("raw", Backend.from_url(backend, url), POOL_SIZE, MAX_OVERFLOW) as contender:
+            running["raw"] = contender
             yield
-        finally:
-            await close()
 
     app = FastAPI(lifespan=lifespan)
 
     @app.get("/items/{item_id}")
     async def get_item(item_id: int) -> dict[str, Any]:
-        assert fetch is not None, "the lifespan has not run"
-        return _item(await fetch(item_id), item_id)
+        return {"id": item_id, "name": await running["raw"].get(item_id)}
 
     return app
 
