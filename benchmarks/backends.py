@@ -59,19 +59,8 @@ async def prepare(name: str, workdir: Path) -> Backend:
     """A fresh benchmark database for ``name``, with its tables and rows."""
     rows = [(i, f"item-{i}") for i in range(1, ROWS + 1)]
     if name == "postgres":
-        admin = await asyncpg.connect(
-            host=POSTGRES_ADMIN.host,
-            port=POSTGRES_ADMIN.port or 5432,
-            user=POSTGRES_ADMIN.username,
-            password=POSTGRES_ADMIN.password,
-            database=POSTGRES_ADMIN.database,
-        )
-        try:
-            # WITH (FORCE) ends only this database's own sessions (a crashed earlier run's).
-            await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-            await admin.execute(f"CREATE DATABASE {DATABASE}")
-        finally:
-            await admin.close()
+        # WITH (FORCE) ends only this database's own sessions (a crashed earlier run's).
+        await _postgres_admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)", f"CREATE DATABASE {DATABASE}")
         backend = Backend(
             name,
             POSTGRES_ADMIN.host or "127.0.0.1",
@@ -135,17 +124,7 @@ async def prepare(name: str, workdir: Path) -> Backend:
 async def drop(backend: Backend) -> None:
     """Drop a server's benchmark database (a SQLite file goes with its directory)."""
     if backend.name == "postgres":
-        admin = await asyncpg.connect(
-            host=backend.host,
-            port=backend.port,
-            user=POSTGRES_ADMIN.username,
-            password=POSTGRES_ADMIN.password,
-            database=POSTGRES_ADMIN.database,
-        )
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        finally:
-            await admin.close()
+        await _postgres_admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     elif backend.name == "mysql":
         conn = await aiomysql.connect(
             host=backend.host, port=backend.port, user=backend.user, password=backend.password, autocommit=True
@@ -155,3 +134,19 @@ async def drop(backend: Backend) -> None:
                 await cur.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
         finally:
             conn.close()
+
+
+async def _postgres_admin(*statements: str) -> None:
+    """Run ``statements`` on the admin database of the PostgreSQL server."""
+    admin = await asyncpg.connect(
+        host=POSTGRES_ADMIN.host,
+        port=POSTGRES_ADMIN.port or 5432,
+        user=POSTGRES_ADMIN.username,
+        password=POSTGRES_ADMIN.password,
+        database=POSTGRES_ADMIN.database,
+    )
+    try:
+        for statement in statements:
+            await admin.execute(statement)
+    finally:
+        await admin.close()

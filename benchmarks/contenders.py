@@ -187,7 +187,30 @@ class AsyncpgContender:
         await self.pool.close()
 
 
-class AiomysqlContender:
+class _StatementContender:
+    """W1-W3 as SQL text in the driver's parameter style, each in a transaction of its own (:meth:`_run`)."""
+
+    GET_SQL = ""
+    INSERT_SQL = ""
+
+    async def _run(self, statement: str, args: tuple[Any, ...] = ()) -> Any:
+        raise NotImplementedError
+
+    async def select_1(self) -> None:
+        await self._run("SELECT 1")
+
+    async def get(self, item: int) -> str:
+        return str((await self._run(self.GET_SQL, (item,)))[0])
+
+    async def insert(self) -> None:
+        row = next(_write_ids)
+        await self._run(self.INSERT_SQL, (row, f"write-{row}"))
+
+
+class AiomysqlContender(_StatementContender):
+    GET_SQL = "SELECT name FROM bench_items WHERE id = %s"
+    INSERT_SQL = "INSERT INTO bench_writes (id, name) VALUES (%s, %s)"
+
     def __init__(self, pool: aiomysql.Pool) -> None:
         self.pool = pool
 
@@ -200,22 +223,15 @@ class AiomysqlContender:
             await conn.commit()
             return row
 
-    async def select_1(self) -> None:
-        await self._run("SELECT 1")
-
-    async def get(self, item: int) -> str:
-        return str((await self._run("SELECT name FROM bench_items WHERE id = %s", (item,)))[0])
-
-    async def insert(self) -> None:
-        row = next(_write_ids)
-        await self._run("INSERT INTO bench_writes (id, name) VALUES (%s, %s)", (row, f"write-{row}"))
-
     async def close(self) -> None:
         self.pool.close()
         await self.pool.wait_closed()
 
 
-class AiosqliteContender:
+class AiosqliteContender(_StatementContender):
+    GET_SQL = "SELECT name FROM bench_items WHERE id = ?"
+    INSERT_SQL = "INSERT INTO bench_writes (id, name) VALUES (?, ?)"
+
     def __init__(self, connections: asyncio.Queue[aiosqlite.Connection]) -> None:
         self.connections = connections
 
@@ -229,16 +245,6 @@ class AiosqliteContender:
             return row
         finally:
             self.connections.put_nowait(conn)
-
-    async def select_1(self) -> None:
-        await self._run("SELECT 1")
-
-    async def get(self, item: int) -> str:
-        return str((await self._run("SELECT name FROM bench_items WHERE id = ?", (item,)))[0])
-
-    async def insert(self) -> None:
-        row = next(_write_ids)
-        await self._run("INSERT INTO bench_writes (id, name) VALUES (?, ?)", (row, f"write-{row}"))
 
     async def close(self) -> None:
         while not self.connections.empty():

@@ -101,12 +101,9 @@ def _check() -> int:
 def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
     """One line for a connection failure: the driver's own message, without SQLAlchemy's wrapping."""
     if isinstance(exc, TimeoutError):
-        # A connector's own message names the server; asyncio's bare TimeoutError says nothing.
-        return (
-            str(exc).splitlines()[0]
-            if str(exc)
-            else (f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})")
-        )
+        if str(exc):  # a connector's own message, naming the server and the setting
+            return str(exc).splitlines()[0]
+        return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     text = re.sub(r"<class '[\w.]+'>: ", "", str(cause)).strip() or type(cause).__name__
     return f"{type(cause).__name__}: {text.splitlines()[0]}"
