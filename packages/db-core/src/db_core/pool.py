@@ -1,22 +1,48 @@
-"""The connection pool: SQLAlchemy's asyncio queue pool, with an exhaustion error that says what to do."""
+"""The connection pool: SQLAlchemy's asyncio queue pool, and the liveness check of a connection at checkout."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal
 
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.engine import Dialect
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, PoolProxiedConnection
+from sqlalchemy.util.queue import Empty
+
+try:  # SQLAlchemy 2.1
+    from sqlalchemy.util.concurrency import await_ as _await
+except ImportError:  # 2.0
+    from sqlalchemy.util import await_only as _await
 
 from db_core.errors import PoolExhaustedError
 
-__all__ = ["QueuePool"]
+__all__ = ["QueuePool", "check_on_checkout"]
+
+# Where a connection's last check-in time is kept (its record's info, which SQLAlchemy
+# empties when it reconnects the record: a new connection has no such time).
+_IDLE_SINCE = "db_core.idle_since"
 
 
 class QueuePool(AsyncAdaptedQueuePool):
-    """:class:`~sqlalchemy.pool.AsyncAdaptedQueuePool` raising :class:`~db_core.errors.PoolExhaustedError`.
+    """:class:`~sqlalchemy.pool.AsyncAdaptedQueuePool` that serves waiting tasks in turn.
 
-    The error is still a :class:`sqlalchemy.exc.TimeoutError`, so code
-    written against SQLAlchemy keeps catching it.
+    SQLAlchemy's pool puts a returned connection back in its queue and wakes
+    the first waiter, but the task that returned it (or any other) can take it
+    before the waiter runs; the waiter then goes to the back of the line. Under
+    load some tasks lose that race again and again: the tail latency. Here a
+    returned connection goes straight to the task that has waited longest,
+    and a task that finds others waiting queues behind them. A returned
+    connection is also never closed while a task waits for one.
+
+    Exhaustion raises :class:`~db_core.errors.PoolExhaustedError`, still a
+    :class:`sqlalchemy.exc.TimeoutError`, so code written against SQLAlchemy
+    keeps catching it.
     """
 
     def __init__(
@@ -24,11 +50,129 @@ class QueuePool(AsyncAdaptedQueuePool):
     ) -> None:
         super().__init__(creator, pool_size=pool_size, max_overflow=max_overflow, timeout=timeout, **kw)
         self._limits = (pool_size, max_overflow, timeout)
+        self._waiters: deque[asyncio.Future[ConnectionPoolEntry | None]] = deque()
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if not self._hand_over(record):
+            super()._do_return_conn(record)
+
+    def _dec_overflow(self) -> Literal[True]:
+        super()._dec_overflow()
+        # A connection was closed, or could not be made: the first waiter may open one.
+        self._hand_over(None)
+        return True
+
+    def _hand_over(self, record: ConnectionPoolEntry | None) -> bool:
+        """Give ``record`` (``None``: room to open a connection) to the longest waiting task, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(record)
+                return True
+        return False
 
     def _do_get(self) -> ConnectionPoolEntry:
+        if not self._waiters:
+            record = self._take_or_open()
+            if record is not None:
+                return record
+        return self._wait_for_turn()
+
+    def _take_or_open(self) -> ConnectionPoolEntry | None:
         try:
-            return super()._do_get()
-        except sa_exc.TimeoutError:
-            # Raised outside the except: SQLAlchemy's TimeoutError would only repeat it as context.
-            error = PoolExhaustedError(*self._limits)
-        raise error
+            return self._pool.get(False)
+        except Empty:
+            pass
+        if not self._inc_overflow():
+            return None
+        try:
+            return self._create_connection()
+        except BaseException:
+            self._dec_overflow()
+            raise
+
+    def _wait_for_turn(self) -> ConnectionPoolEntry:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        first = False
+        while True:
+            waiter: asyncio.Future[ConnectionPoolEntry | None] = loop.create_future()
+            if first:  # woken to open a connection, and could not: it keeps its place at the front
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
+            timer = loop.call_at(deadline, _expire, waiter)
+            try:
+                record = _await(waiter)
+            except _Expired:
+                error = PoolExhaustedError(*self._limits)
+            except BaseException:
+                # Cancelled: what was handed over meanwhile goes to the next in line.
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    handed = waiter.result()
+                    if handed is not None:
+                        self._do_return_conn(handed)
+                    else:
+                        self._hand_over(None)
+                raise
+            else:
+                if record is not None:
+                    return record
+                found = self._take_or_open()
+                if found is not None:
+                    return found
+                first = True
+                continue
+            finally:
+                timer.cancel()
+                if waiter.cancelled() or not waiter.done() or waiter.exception() is not None:
+                    # Not handed anything, so still in line (expired or cancelled): leave it.
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+            # Raised outside the except: _Expired would only be repeated as its context.
+            raise error
+
+
+class _Expired(Exception):
+    """A waiter's turn did not come within the pool timeout."""
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
+
+
+def check_on_checkout(pool: Pool, dialect: Dialect, is_closed: Callable[[Any], bool], idle_seconds: float) -> None:
+    """Replace a pooled connection that is dead before handing it out, pinging only those idle ``idle_seconds``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: three round trips
+    with asyncpg (BEGIN, a statement, ROLLBACK), more than the unit of work
+    itself. Here a connection the driver already knows to be closed (the
+    server hung up: a restart, a kill, an idle timeout) is replaced without
+    asking the server, and only a connection idle for ``idle_seconds`` or more
+    is pinged: the ones that firewalls and NAT tables drop silently. A
+    connection that dies unnoticed in between fails its first statement,
+    which :class:`~db_core.session.DBSession` retries on a new connection.
+    """
+
+    @event.listens_for(pool, "checkin")
+    def _checked_in(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None:
+            return  # a new connection: nothing to check
+        if is_closed(dbapi_connection):
+            raise sa_exc.DisconnectionError("the server closed this pooled connection while it was idle")
+        if time.monotonic() - idle_since >= idle_seconds:
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            except dialect.loaded_dbapi.Error as exc:
+                if not dialect.is_disconnect(exc, dbapi_connection, None):
+                    raise
+                alive = False
+            if not alive:
+                raise sa_exc.DisconnectionError("a pooled connection idle for a while did not answer a ping")

@@ -6,20 +6,33 @@ statements on one connection. Depending on the driver that is a protocol
 error ("another operation is in progress"), a hang, or worse, silently
 mixed transactions. Here the second task is refused at once with
 :class:`~db_core.errors.ConcurrentUseError`, on every backend.
+
+And a pooled connection can die unnoticed between its checkout check and
+its first statement (the server ends it a moment before): that first
+statement is retried once on a new connection, since nothing had run in its
+transaction yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db_core.errors import ConcurrentUseError
 
 __all__ = ["DBSession"]
+
+logger = logging.getLogger("db_core")
+
+# The methods that run one statement the caller gave: retried as a transaction's first.
+_STATEMENTS = frozenset({"execute", "get", "get_one", "scalar", "scalars", "stream", "stream_scalars"})
 
 # Every AsyncSession method that awaits the database.
 _GUARDED = (
@@ -49,13 +62,48 @@ class DBSession(AsyncSession):
     While a task awaits one of its methods, another task calling one gets
     :class:`~db_core.errors.ConcurrentUseError` instead of a driver error.
     The same task may nest calls (``run_sync`` and the like).
+
+    The first statement of a transaction (``execute``, ``scalar``, ``get``...
+    on a session with no transaction and no pending changes) that fails
+    because its connection turns out to be dead is run again, once, on a new
+    connection: that transaction had run nothing else, and the server rolled
+    back whatever part of it ran. Not under ``AUTOCOMMIT``, where it may have
+    committed.
     """
 
     _db_user: asyncio.Task[Any] | None = None
     _db_depth = 0
+    # The transaction holds a connection from checkout() and has run nothing on it.
+    _db_only_checked_out = False
+
+    async def checkout(self) -> None:
+        """Take this session's connection from the pool now, rather than at its first statement.
+
+        A full pool then fails here (:class:`~db_core.errors.PoolExhaustedError`),
+        before any work is done. The first statement afterwards is still a
+        transaction's first: it is retried on a new connection if this one
+        turns out to be dead.
+        """
+        fresh = not self.in_transaction()
+        await self.connection()
+        self._db_only_checked_out = fresh
+
+    def _db_may_retry(self) -> bool:
+        """Whether a statement now would be the first of a transaction, with nothing else to lose."""
+        sync = self.sync_session
+        if (sync.in_transaction() and not self._db_only_checked_out) or sync.new or sync.dirty or sync.deleted:
+            return False
+        bind = sync.bind
+        if not isinstance(bind, Engine):
+            # Bound to a connection (an outer transaction, as in tests), or to several engines: not known.
+            return False
+        options = (bind.get_execution_options().get("isolation_level"), getattr(bind.dialect, "isolation_level", None))
+        return "AUTOCOMMIT" not in options
 
 
 def _guard(name: str, method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    retried = name in _STATEMENTS
+
     @functools.wraps(method)
     async def guarded(self: DBSession, *args: Any, **kwargs: Any) -> Any:
         task = asyncio.current_task()
@@ -69,11 +117,29 @@ def _guard(name: str, method: Callable[..., Coroutine[Any, Any, Any]]) -> Callab
         self._db_user = task
         self._db_depth += 1
         try:
+            if not (retried and self._db_depth == 1 and self._db_may_retry()):
+                return await method(self, *args, **kwargs)
+            # Inline rather than in a helper coroutine: every await in the statement passes
+            # through each coroutine frame above it.
+            try:
+                return await method(self, *args, **kwargs)
+            except DBAPIError as exc:
+                # A statement, not a connect, failed on a connection now invalidated: dead on arrival.
+                if not (exc.connection_invalidated and exc.statement is not None):
+                    raise
+                logger.info(
+                    "session.%s(): the connection was lost before its first statement completed (%s); "
+                    "retrying it on a new connection",
+                    name,
+                    type(exc.orig).__name__,
+                )
+            await AsyncSession.rollback(self)  # discards the dead connection; nothing else had happened
             return await method(self, *args, **kwargs)
         finally:
             self._db_depth -= 1
             if self._db_depth == 0:
                 self._db_user = None
+                self._db_only_checked_out = False
 
     return guarded
 

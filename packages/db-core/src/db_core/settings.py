@@ -111,7 +111,17 @@ class DatabaseSettings(BaseSettings):
         description="seconds after which a pooled connection is replaced, a positive number "
         "(keep it below the server's idle timeout)",
     )
-    pool_pre_ping: bool = Field(default=True, description="true or false: test each connection before use")
+    pool_pre_ping: bool = Field(
+        default=True,
+        description="true or false: replace a dead pooled connection before handing it out "
+        "(see pool_pre_ping_idle_seconds)",
+    )
+    pool_pre_ping_idle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds a pooled connection may sit idle before pre-ping asks the server whether "
+        "it is alive, 0 or more (0: at every checkout)",
+    )
     connect_timeout_seconds: float = Field(
         default=10.0, gt=0, description="seconds to wait while connecting, a positive number"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Coroutine
@@ -132,14 +133,9 @@ class UnitOfWork:
 
     async def _end_session(self, session: AsyncSession, exc: BaseException | None) -> None:
         if exc is None:
-            try:
-                # Once COMMIT is on its way its outcome must be known: a cancellation
-                # arriving meanwhile waits for it, then propagates.
-                await run_to_completion(session.commit())
-            except BaseException as commit_error:
-                await _release(session, commit_error, rollback=True)
-                raise
-            await _release(session, None, rollback=False)
+            # Once COMMIT is on its way its outcome must be known: a cancellation
+            # arriving meanwhile waits for it and the release, then propagates.
+            await run_to_completion(_commit_and_release(session))
         else:
             await _release(session, exc, rollback=True)
 
@@ -162,25 +158,39 @@ async def close_session(session: AsyncSession) -> None:
     await _release(session, None, rollback=True)
 
 
+async def _commit_and_release(session: AsyncSession) -> None:
+    try:
+        await session.commit()
+    except BaseException as commit_error:
+        await _quietly(_release_now(session, rollback=True), commit_error, "rolling back and closing the session")
+        raise
+    await _release_now(session, rollback=False)
+
+
 async def _release(session: AsyncSession, exc: BaseException | None, *, rollback: bool) -> None:
     """Roll back (if asked) and close ``session``, whatever happens to the calling task."""
-
-    async def release() -> None:
-        try:
-            if rollback:
-                await session.rollback()
-        finally:
-            try:
-                await session.close()
-            except BaseException:
-                # The connection is in an unknown state: discard it rather than pool it.
-                await session.invalidate()
-                raise
-
     if exc is None:
-        await run_to_completion(release())
+        await run_to_completion(_release_now(session, rollback=rollback))
     else:
-        await _quietly(release(), exc, "rolling back and closing the session")
+        await _quietly(_release_now(session, rollback=rollback), exc, "rolling back and closing the session")
+
+
+async def _release_now(session: AsyncSession, *, rollback: bool) -> None:
+    if not rollback and not session.in_transaction():
+        # After COMMIT the connection is back in the pool: closing only forgets the objects,
+        # which needs no I/O and so no trip through a greenlet.
+        session.sync_session.close()
+        return
+    try:
+        if rollback:
+            await session.rollback()
+    finally:
+        try:
+            await session.close()
+        except BaseException:
+            # The connection is in an unknown state: discard it rather than pool it.
+            await session.invalidate()
+            raise
 
 
 async def _quietly(coro: Coroutine[Any, Any, None], exc: BaseException, doing: str) -> None:
@@ -206,17 +216,28 @@ async def run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
     cancellation re-raised is the very one caught, which anyio's cancel
     scopes need to recognise their own.
     """
-    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(coro)
     cancellation: asyncio.CancelledError | None = None
     with _anyio_shield():
         while not task.done():
+            # Awaiting a future of our own, not the task: a cancellation cancels only the waiting.
+            waiter = loop.create_future()
+            wake = functools.partial(_wake, waiter)
+            task.add_done_callback(wake)
             try:
-                await asyncio.wait([task])
+                await waiter
             except asyncio.CancelledError as exc:
                 cancellation = exc
+                task.remove_done_callback(wake)
     if cancellation is not None and (task.cancelled() or task.exception() is None):
         raise cancellation
     task.result()
+
+
+def _wake(waiter: asyncio.Future[None], _task: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _anyio_shield() -> AbstractContextManager[Any]:

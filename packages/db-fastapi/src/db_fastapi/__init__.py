@@ -31,7 +31,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from db_core import UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
+from db_core import DBSession, UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
 from db_fastapi.__about__ import __version__
 
 __all__ = [
@@ -146,7 +146,10 @@ _RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 async def _acquire(session: AsyncSession) -> None:
     """Check a connection out now, so an exhausted pool is a 503 rather than a 500 mid-endpoint."""
     try:
-        await session.connection()
+        if isinstance(session, DBSession):
+            await session.checkout()  # the endpoint's first statement can still be retried
+        else:
+            await session.connection()
     except sa_exc.TimeoutError:  # PoolExhaustedError, or a pool of the connector's own
         raise HTTPException(status_code=503, detail=_BUSY, headers=_RETRY_AFTER) from None
 

@@ -42,6 +42,22 @@ class MySQLConnector(DBConnector):
         """From the server's status flags of the last reply: no round trip."""
         return bool(dbapi_connection.driver_connection.get_transaction_status())
 
+    def is_closed(self, dbapi_connection: Any) -> bool:
+        """Whether the server has hung up: something arrived while the connection was idle (no round trip).
+
+        An idle connection receives nothing unless the server is closing it:
+        the end of the stream or a reset (MariaDB's ``wait_timeout``), possibly
+        after a last error packet. aiomysql's stream reader is private, and so
+        is the buffer such a packet waits in; without them the answer is "not known".
+        """
+        driver = dbapi_connection.driver_connection
+        reader = getattr(driver, "_reader", None)
+        if driver.closed:
+            return True
+        if not isinstance(reader, asyncio.StreamReader):
+            return False
+        return reader.at_eof() or reader.exception() is not None or bool(getattr(reader, "_buffer", None))
+
     def get_connect_args(self) -> dict[str, Any]:
         """utf8mb4, no local infile, the connect timeout, TLS and the program name."""
         s = self.settings

@@ -23,6 +23,10 @@ class PostgresConnector(DBConnector):
     api_version = "1.0"
     default_port = 5432
 
+    def is_closed(self, dbapi_connection: Any) -> bool:
+        """Asyncpg's own ``is_closed()``: the server hung up or the connection was terminated (no round trip)."""
+        return bool(dbapi_connection.driver_connection.is_closed())
+
     def get_connect_args(self) -> dict[str, Any]:
         """The connect timeout, TLS, ``application_name`` and ``statement_timeout`` for asyncpg."""
         s = self.settings

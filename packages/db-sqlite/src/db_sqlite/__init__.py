@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from db_core import ConfigurationError, DBConnector
 from db_sqlite.__about__ import __version__
@@ -120,9 +121,13 @@ class SQLiteConnector(DBConnector):
     def setup_engine(self, engine: AsyncEngine) -> None:
         """Start every transaction with ``BEGIN IMMEDIATE``; roll back before a connection is closed."""
 
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # The dialect's own begin step, where SQLAlchemy's "begin" event would make every
+        # statement of every connection dispatch connection events. And straight to aiosqlite:
+        # one call into its thread, where exec_driver_sql makes three (cursor, execute, close).
+        def begin_immediate(connection: PoolProxiedConnection) -> None:
+            connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))  # type: ignore[union-attr]
+
+        engine.sync_engine.dialect.do_begin = begin_immediate  # type: ignore[method-assign,assignment]
 
         if not self.is_memory:
             # The engine's own (absolute) path, not one re-derived from a later working directory.
