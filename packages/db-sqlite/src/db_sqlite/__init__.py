@@ -23,6 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from db_core import ConfigurationError, DBConnector
 from db_sqlite.__about__ import __version__
+from db_sqlite.connection import connect as db_connect
 
 __all__ = ["MEMORY", "SQLiteConnector", "__version__"]
 
@@ -122,10 +123,10 @@ class SQLiteConnector(DBConnector):
         """Start every transaction with ``BEGIN IMMEDIATE``; roll back before a connection is closed."""
 
         # The dialect's own begin step, where SQLAlchemy's "begin" event would make every
-        # statement of every connection dispatch connection events. And straight to aiosqlite:
-        # one call into its thread, where exec_driver_sql makes three (cursor, execute, close).
+        # statement of every connection dispatch connection events. No call into the database
+        # thread: BEGIN IMMEDIATE goes with the transaction's first statement (connection.py).
         def begin_immediate(connection: PoolProxiedConnection) -> None:
-            connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))  # type: ignore[union-attr]
+            connection.driver_connection.begin_pending = True  # type: ignore[union-attr]
 
         engine.sync_engine.dialect.do_begin = begin_immediate  # type: ignore[method-assign,assignment]
 
@@ -240,7 +241,7 @@ async def _connect(statement_timeout: float | None, *args: Any, **kwargs: Any) -
     the garbage collector. Here the opening always finishes, and a connection
     nobody waits for any more is closed.
     """
-    connection = aiosqlite.connect(*args, **kwargs)
+    connection = db_connect(*args, **kwargs)
     # As SQLAlchemy does for its own connect: the worker must not keep the interpreter alive.
     thread = connection if isinstance(connection, threading.Thread) else connection._thread
     thread.daemon = True
