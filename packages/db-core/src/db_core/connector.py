@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 
 from db_core.errors import ConfigurationError
-from db_core.pool import QueuePool, check_on_checkout
+from db_core.pool import QueuePool
 from db_core.settings import DatabaseSettings
 
 __all__ = ["API_VERSION", "LOST_CONNECTION_NOTE", "DBConnector"]
@@ -164,8 +164,8 @@ class DBConnector:
             # Before the driver sees them: a driver (libpq) may use the files under its own default mode.
             self.check_ssl_files()
         url, args = self.get_url(), self.get_engine_args()
-        # db_core's liveness check stands in for SQLAlchemy's ping at every checkout.
-        pre_ping = bool(args.pop("pool_pre_ping", False))
+        # db_core's pool checks liveness without SQLAlchemy's ping at every checkout.
+        own_pre_ping = issubclass(args.get("poolclass", QueuePool), QueuePool) and args.pop("pool_pre_ping", False)
         knows_transactions = type(self).in_transaction is not DBConnector.in_transaction
         if knows_transactions:
             # _reset rolls back, and only when a transaction is open.
@@ -182,13 +182,10 @@ class DBConnector:
             )
         else:
             event.listen(engine.sync_engine, "handle_error", _note_lost_connection)
-            if pre_ping:
-                check_on_checkout(
-                    engine.sync_engine.pool,
-                    engine.dialect,
-                    self.is_closed,
-                    self.settings.pool_pre_ping_idle_seconds,
-                )
+            if own_pre_ping:
+                pool = engine.sync_engine.pool
+                assert isinstance(pool, QueuePool)
+                pool.check_liveness(self.is_closed, self.settings.pool_pre_ping_idle_seconds)
             if knows_transactions:
                 event.listen(engine.sync_engine.pool, "reset", self._reset)
             if type(self).on_connect is not DBConnector.on_connect:

@@ -1,4 +1,4 @@
-"""The connection pool: SQLAlchemy's asyncio queue pool, and the liveness check of a connection at checkout."""
+"""The connection pool: SQLAlchemy's asyncio queue pool, serving waiters in turn and checking connections cheaply."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, PoolProxiedConnection
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util.queue import Empty
 
 try:  # SQLAlchemy 2.1
@@ -22,7 +20,7 @@ except ImportError:  # 2.0
 
 from db_core.errors import PoolExhaustedError
 
-__all__ = ["QueuePool", "check_on_checkout"]
+__all__ = ["QueuePool"]
 
 # Where a connection's last check-in time is kept (its record's info, which SQLAlchemy
 # empties when it reconnects the record: a new connection has no such time).
@@ -51,8 +49,26 @@ class QueuePool(AsyncAdaptedQueuePool):
         super().__init__(creator, pool_size=pool_size, max_overflow=max_overflow, timeout=timeout, **kw)
         self._limits = (pool_size, max_overflow, timeout)
         self._waiters: deque[asyncio.Future[ConnectionPoolEntry | None]] = deque()
+        self._liveness: tuple[Callable[[Any], bool], float] | None = None
+
+    def check_liveness(self, is_closed: Callable[[Any], bool], idle_seconds: float) -> None:
+        """Replace a dead pooled connection before handing it out, pinging only those idle ``idle_seconds``.
+
+        SQLAlchemy's ``pool_pre_ping`` pings at every checkout: three round
+        trips with asyncpg (BEGIN, a statement, ROLLBACK), more than the unit
+        of work itself. Here a connection the driver already knows to be
+        closed (``is_closed``: the server hung up, after a restart, a kill, an
+        idle timeout) is replaced without asking the server, and only one idle
+        for ``idle_seconds`` or more is pinged: the ones firewalls and NAT
+        tables drop silently. A connection that dies unnoticed in between fails
+        its first statement, which :class:`~db_core.session.DBSession` retries
+        on a new connection.
+        """
+        self._liveness = (is_closed, idle_seconds)
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self._liveness is not None and record.dbapi_connection is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
         if not self._hand_over(record):
             super()._do_return_conn(record)
 
@@ -72,11 +88,37 @@ class QueuePool(AsyncAdaptedQueuePool):
         return False
 
     def _do_get(self) -> ConnectionPoolEntry:
-        if not self._waiters:
-            record = self._take_or_open()
-            if record is not None:
-                return record
-        return self._wait_for_turn()
+        record = self._take_or_open() if not self._waiters else None
+        if record is None:
+            record = self._wait_for_turn()
+        if self._liveness is not None:
+            self._check(record, *self._liveness)
+        return record
+
+    def _check(self, record: ConnectionPoolEntry, is_closed: Callable[[Any], bool], idle_seconds: float) -> None:
+        """Invalidate ``record``'s connection if it is dead; the checkout then opens a new one."""
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        connection = record.dbapi_connection
+        if idle_since is None or connection is None:
+            return  # a new connection, or none yet: nothing to check
+        if is_closed(connection):
+            reason = "the server closed this pooled connection while it was idle"
+        elif time.monotonic() - idle_since >= idle_seconds and not self._answers_ping(connection):
+            reason = (
+                f"a pooled connection idle for over DB_POOL_PRE_PING_IDLE_SECONDS={idle_seconds:g} "
+                "did not answer a ping"
+            )
+        else:
+            return
+        record.invalidate(sa_exc.DisconnectionError(reason))
+
+    def _answers_ping(self, connection: Any) -> bool:
+        try:
+            return bool(self._dialect.do_ping(connection))  # type: ignore[attr-defined]  # a real dialect here
+        except Exception:
+            # Whatever the failure, the connection is replaced; an error that is not a disconnect
+            # (a ping the server refuses) would recur on the new one and be raised there.
+            return False
 
     def _take_or_open(self) -> ConnectionPoolEntry | None:
         try:
@@ -140,39 +182,3 @@ class _Expired(Exception):
 def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_exception(_Expired())
-
-
-def check_on_checkout(pool: Pool, dialect: Dialect, is_closed: Callable[[Any], bool], idle_seconds: float) -> None:
-    """Replace a pooled connection that is dead before handing it out, pinging only those idle ``idle_seconds``.
-
-    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: three round trips
-    with asyncpg (BEGIN, a statement, ROLLBACK), more than the unit of work
-    itself. Here a connection the driver already knows to be closed (the
-    server hung up: a restart, a kill, an idle timeout) is replaced without
-    asking the server, and only a connection idle for ``idle_seconds`` or more
-    is pinged: the ones that firewalls and NAT tables drop silently. A
-    connection that dies unnoticed in between fails its first statement,
-    which :class:`~db_core.session.DBSession` retries on a new connection.
-    """
-
-    @event.listens_for(pool, "checkin")
-    def _checked_in(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        if dbapi_connection is not None:
-            record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(pool, "checkout")
-    def _checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
-        idle_since = record.info.pop(_IDLE_SINCE, None)
-        if idle_since is None:
-            return  # a new connection: nothing to check
-        if is_closed(dbapi_connection):
-            raise sa_exc.DisconnectionError("the server closed this pooled connection while it was idle")
-        if time.monotonic() - idle_since >= idle_seconds:
-            try:
-                alive = dialect.do_ping(dbapi_connection)
-            except dialect.loaded_dbapi.Error as exc:
-                if not dialect.is_disconnect(exc, dbapi_connection, None):
-                    raise
-                alive = False
-            if not alive:
-                raise sa_exc.DisconnectionError("a pooled connection idle for a while did not answer a ping")
