@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
@@ -88,53 +89,51 @@ async def test_connections_killed_while_idle_are_replaced_without_an_error(
     assert caplog.text.count(REPLACED) >= 3
 
 
-async def test_a_connection_lost_before_its_first_statement_is_retried_on_a_new_one(
-    server: Server, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO)
+@pytest.fixture
+async def dropping(server: Server) -> AsyncIterator[DropOnNextSend]:
+    """``server`` behind a :class:`DropOnNextSend` relay, configured with a pool of one connection."""
     relay = DropOnNextSend((server.host, server.port))
     await relay.start()
     configure(server.settings(port=relay.port, pool_size=1, max_overflow=0))
     try:
-        first = await own_id(server.backend)
-        relay.armed = True
-        second = await own_id(server.backend)  # the first statement goes out on a dead connection
+        yield relay
     finally:
         await dispose_engine()
         configure(None)
         await relay.close()
-    assert relay.accepted == 2, "the statement was not run on a new connection"
+
+
+async def test_a_connection_lost_before_its_first_statement_is_retried_on_a_new_one(
+    server: Server, dropping: DropOnNextSend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    first = await own_id(server.backend)
+    dropping.armed = True
+    second = await own_id(server.backend)  # the first statement goes out on a dead connection
+    assert dropping.accepted == 2, "the statement was not run on a new connection"
     assert second != first
     assert caplog.text.count(RETRIED) == 1
 
 
 async def test_an_endpoint_first_statement_is_retried_after_the_dependency_checked_out(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Server, dropping: DropOnNextSend, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``TransactionDep`` checks out before the endpoint runs; the endpoint's first statement is still retried."""
     caplog.set_level(logging.INFO)
-    relay = DropOnNextSend((server.host, server.port))
-    await relay.start()
-    configure(server.settings(port=relay.port, pool_size=1, max_overflow=0))
     app = FastAPI()
 
     @app.get("/id")
     async def connection_id(session: TransactionDep) -> int:
-        relay.armed = True  # the connection is checked out; it dies before the first statement
+        dropping.armed = True  # the connection is checked out; it dies before the first statement
         return int((await session.execute(text(OWN_ID[server.backend]))).scalar_one())
 
-    try:
-        first = await own_id(server.backend)
-        # ASGITransport runs the app on this loop: the same engine and pool.
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://testserver") as client:
-            response = await client.get("/id")
-    finally:
-        await dispose_engine()
-        configure(None)
-        await relay.close()
+    first = await own_id(server.backend)
+    # ASGITransport runs the app on this loop: the same engine and pool.
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://testserver") as client:
+        response = await client.get("/id")
     assert response.status_code == 200, response.text
     assert response.json() != first
-    assert relay.accepted == 2
+    assert dropping.accepted == 2
     assert caplog.text.count(RETRIED) == 1
 
 
@@ -148,37 +147,31 @@ class Note(Base):
     text: Mapped[str] = mapped_column(String(50))
 
 
-async def test_nothing_pending_is_retried_away(server: Server) -> None:
+async def test_nothing_pending_is_retried_away(dropping: DropOnNextSend) -> None:
     """A lost connection is not retried once the transaction had more than its first statement to lose."""
-    relay = DropOnNextSend((server.host, server.port))
-    await relay.start()
-    configure(server.settings(port=relay.port, pool_size=1, max_overflow=0))
+    async with get_engine().begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
     try:
-        async with get_engine().begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
         # A pending object: the statement would flush it first; retrying after a rollback would lose it.
         with pytest.raises(DBAPIError) as pending:
             async with UnitOfWork() as session:
                 session.add(Note(id=1, text="pending"))
-                relay.armed = True
+                dropping.armed = True
                 await session.execute(text("SELECT 1"))
         # A second statement: the first one's work is gone with the connection.
         with pytest.raises(DBAPIError) as second:
             async with UnitOfWork() as session:
                 await session.execute(text("SELECT 1"))
-                relay.armed = True
+                dropping.armed = True
                 await session.execute(text("SELECT 1"))
         async with UnitOfWork() as session:
             assert (await session.execute(text("SELECT count(*) FROM liveness_notes"))).scalar_one() == 0
     finally:
         async with get_engine().begin() as conn:
             await conn.run_sync(Base.metadata.drop_all)
-        await dispose_engine()
-        configure(None)
-        await relay.close()
     assert pending.value.connection_invalidated
     assert second.value.connection_invalidated
-    assert relay.accepted == 3
+    assert dropping.accepted == 3
 
 
 async def test_pings_only_connections_idle_longer_than_the_threshold(server: Server) -> None:

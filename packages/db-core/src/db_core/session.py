@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from db_core.errors import ConcurrentUseError
 
@@ -85,7 +86,8 @@ class DBSession(AsyncSession):
         turns out to be dead.
         """
         fresh = not self.in_transaction()
-        await self.connection()
+        # run_sync, not connection(): no AsyncConnection proxy to build for a connection nobody sees.
+        await self.run_sync(Session.connection)
         self._db_only_checked_out = fresh
 
     def _db_may_retry(self) -> bool:

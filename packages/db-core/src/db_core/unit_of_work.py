@@ -7,7 +7,7 @@ import functools
 import logging
 import sys
 from collections.abc import Coroutine
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -219,7 +219,7 @@ async def run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
     loop = asyncio.get_running_loop()
     task = loop.create_task(coro)
     cancellation: asyncio.CancelledError | None = None
-    with _anyio_shield():
+    with ExitStack() as shield:
         while not task.done():
             # Awaiting a future of our own, not the task: a cancellation cancels only the waiting.
             waiter = loop.create_future()
@@ -228,8 +228,12 @@ async def run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
             try:
                 await waiter
             except asyncio.CancelledError as exc:
-                cancellation = exc
                 task.remove_done_callback(wake)
+                if cancellation is None:
+                    # Entered only now, with no await since the cancellation: a scope costs
+                    # more than the rest of this wait, and is needed only once cancelled.
+                    shield.enter_context(_anyio_shield())
+                cancellation = exc
     if cancellation is not None and (task.cancelled() or task.exception() is None):
         raise cancellation
     task.result()
@@ -245,7 +249,9 @@ def _anyio_shield() -> AbstractContextManager[Any]:
 
     An anyio scope, once cancelled, cancels its task again at every turn of
     the loop: without a shield the wait above would spin until ``coro`` ends.
-    Where anyio was never imported, no anyio scope can be waiting either.
+    Entered in the task the moment it is cancelled, the shield moves the task
+    out of the cancelled scope before the scope cancels it again. Where anyio
+    was never imported, no anyio scope can be waiting either.
     """
     anyio = sys.modules.get("anyio")
     return anyio.CancelScope(shield=True) if anyio is not None else nullcontext()
