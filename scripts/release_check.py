@@ -812,7 +812,9 @@ def diagnose_lower_bounds(report: Report, bounds: Sequence[Bound], wheels: Seque
         if bound.lowest is None:
             continue
         venv = Venv.create(tmp, f"lowest-{bound.req.name}")
-        result = venv.install([*wheels, bound.pinned()])
+        # The others named too (at their newest): the extras' ones (pytest) come with no wheel.
+        others = [str(other.req) for other in bounds if other is not bound]
+        result = venv.install([*wheels, bound.pinned(), *others])
         error: str | None
         if result.returncode != 0:
             error = last_line(result)

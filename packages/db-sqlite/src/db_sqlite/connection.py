@@ -34,7 +34,11 @@ def connect(database: str, **kwargs: Any) -> Connection:
 
 
 class Connection(aiosqlite.Connection):
-    """An ``aiosqlite.Connection`` whose cursors run each statement in one call (see the module)."""
+    """An ``aiosqlite.Connection`` whose cursors run each statement in one call (see the module).
+
+    Before aiosqlite 0.22 a connection is a ``threading.Thread``: no method here may take a
+    ``Thread``'s name (``run``, ``start``, ``join``...).
+    """
 
     begin_pending = False
     """``BEGIN IMMEDIATE`` is to be sent with the next statement (set by the dialect's begin step)."""
@@ -62,12 +66,12 @@ class Connection(aiosqlite.Connection):
             return
         await super().rollback()
 
-    async def run(self, sql: str, parameters: Any, many: bool) -> _Described:
+    async def run_statement(self, sql: str, parameters: Any, many: bool) -> _Described:
         """Run one statement (after ``BEGIN IMMEDIATE`` if pending) in one call into the thread."""
         begin, self.begin_pending = self.begin_pending, False
         return await self._execute(_run, self._conn, begin, sql, parameters, many)  # type: ignore[no-untyped-call,no-any-return]
 
-    async def call(self, function: Any, *args: Any) -> Any:
+    async def call_in_thread(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` in the database thread."""
         return await self._execute(function, *args)  # type: ignore[no-untyped-call]
 
@@ -112,7 +116,7 @@ class Cursor:
 
     async def _run(self, sql: str, parameters: Any, many: bool) -> None:
         await self.close()
-        self.description, self.rowcount, self.lastrowid, rows, self._open = await self._connection.run(
+        self.description, self.rowcount, self.lastrowid, rows, self._open = await self._connection.run_statement(
             sql, parameters, many
         )
         self._rows.extend(rows)
@@ -142,13 +146,13 @@ class Cursor:
         self._rows.clear()
         cursor, self._open = self._open, None
         if cursor is not None:
-            await self._connection.call(cursor.close)
+            await self._connection.call_in_thread(cursor.close)
 
     async def _more(self, size: int | None) -> None:
         cursor = self._open
         if cursor is None:
             return
-        rows, done = await self._connection.call(_fetch, cursor, size)
+        rows, done = await self._connection.call_in_thread(_fetch, cursor, size)
         self._rows.extend(rows)
         if done:
             self._open = None
