@@ -89,6 +89,24 @@ async def test_connections_killed_while_idle_are_replaced_without_an_error(
     assert caplog.text.count(REPLACED) >= 3
 
 
+async def test_pre_ping_holds_after_the_engine_is_disposed(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """``engine.dispose()`` gives the engine a new pool: it checks connections as the first one did."""
+    caplog.set_level(logging.INFO)
+    configure(server.settings(pool_size=1, max_overflow=0, pool_pre_ping_idle_seconds=3600))
+    try:
+        await get_engine().dispose()
+        first = await own_id(server.backend)
+        await kill(server, first)
+        await asyncio.sleep(0.5)
+        second = await own_id(server.backend)
+    finally:
+        await dispose_engine()
+        configure(None)
+    assert second != first
+    assert RETRIED not in caplog.text, "the new pool handed out a closed connection"
+    assert REPLACED in caplog.text
+
+
 @pytest.fixture
 async def dropping(server: Server) -> AsyncIterator[DropOnNextSend]:
     """``server`` behind a :class:`DropOnNextSend` relay, configured with a pool of one connection."""

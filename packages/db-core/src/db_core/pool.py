@@ -66,6 +66,13 @@ class QueuePool(AsyncAdaptedQueuePool):
         """
         self._liveness = (is_closed, idle_seconds)
 
+    def recreate(self) -> QueuePool:
+        """The pool ``engine.dispose()`` puts in this one's place: it checks liveness as this one does."""
+        pool = super().recreate()
+        assert isinstance(pool, QueuePool)
+        pool._liveness = self._liveness
+        return pool
+
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         if self._liveness is not None and record.dbapi_connection is not None:
             record.info[_IDLE_SINCE] = time.monotonic()
@@ -83,7 +90,10 @@ class QueuePool(AsyncAdaptedQueuePool):
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(record)
+                try:
+                    waiter.set_result(record)
+                except RuntimeError:  # its event loop is closed: nobody is waiting there any more
+                    continue
                 return True
         return False
 
