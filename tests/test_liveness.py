@@ -24,9 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from db_core import UnitOfWork, configure, dispose_engine, get_engine
 from db_core.testing import Relay, TurnCounter
 from db_fastapi import TransactionDep
-from dbtests.servers import Server
+from dbtests.queries import OWN_ID, own_id
+from dbtests.servers import Server, kill
 
-OWN_ID = {"postgres": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
 RETRIED = "retrying it on a new connection"
 REPLACED = "the server closed this pooled connection while it was idle"
 
@@ -34,19 +34,6 @@ REPLACED = "the server closed this pooled connection while it was idle"
 @pytest.fixture(params=["postgres", "mysql"])
 def server(request: pytest.FixtureRequest) -> Server:
     return request.getfixturevalue(f"{request.param}_server")  # type: ignore[no-any-return]
-
-
-async def own_id(backend: str) -> int:
-    async with UnitOfWork() as session:
-        return int((await session.execute(text(OWN_ID[backend]))).scalar_one())
-
-
-async def kill(server: Server, connection: int) -> None:
-    """End ``connection`` on the server; returns once the server has closed it."""
-    if server.backend == "postgres":
-        await server.admin(f"SELECT pg_terminate_backend({connection}, 5000)")
-    else:
-        await server.admin(f"KILL {connection}")
 
 
 class DropOnNextSend(Relay):

@@ -1,6 +1,20 @@
-"""SQL that makes the server take its time, per backend."""
+"""SQL per backend: statements that make the server take its time, and the connection's own id."""
 
 from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db_core import UnitOfWork
+
+# The server's id of the connection a statement runs on (what a kill names).
+OWN_ID = {"postgres": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+
+
+async def own_id(backend: str, sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> int:
+    """The id of the connection a fresh unit of work gets."""
+    async with UnitOfWork(sessionmaker) as session:
+        return int((await session.execute(text(OWN_ID[backend]))).scalar_one())
 
 
 def sleep_query(backend: str, seconds: float) -> str:

@@ -263,6 +263,20 @@ class Server:
         return await admin(self.backend, statements)
 
 
+async def kill(server: Server, connection_id: int) -> None:
+    """Kill the one session the test opened itself, and wait until it is gone."""
+    if server.backend == "postgres":
+        # The second argument waits (up to 5 s) for the backend to exit.
+        assert (await server.admin(f"SELECT pg_terminate_backend({connection_id}, 5000)"))[0][0] is True
+        return
+    await server.admin(f"KILL {connection_id}")
+    for _ in range(100):
+        if not await server.admin(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {connection_id}"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"connection {connection_id} survived KILL")
+
+
 def shared_server(backend: str, admin_url: str) -> Iterator[Server]:
     """A database of this run's own on the shared server of ``backend``, dropped afterwards."""
     name = f"db_test_{uuid.uuid4().hex[:12]}"

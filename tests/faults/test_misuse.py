@@ -15,16 +15,13 @@ from sqlalchemy import text
 import db_core.engine as engine_module
 from db_core import ConcurrentUseError, DatabaseSettings, UnitOfWork, dispose_engine, get_engine, get_sessionmaker
 from dbtests.leaks import FaultReport
+from dbtests.queries import OWN_ID
 
 SLOW = {
     "postgres": "SELECT pg_sleep(0.2)",
     "mysql": "SELECT SLEEP(0.2)",
     # SQLite has no sleep(): a recursive count that takes a moment.
     "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 300000) SELECT count(*) FROM c",
-}
-BACKEND_PID = {
-    "postgres": "SELECT pg_backend_pid()",
-    "mysql": "SELECT CONNECTION_ID()",
 }
 ROUNDS = 5
 CHILD_SECONDS = 30  # a child that deadlocks is killed after this
@@ -70,7 +67,7 @@ async def test_a_forked_child_gets_connections_of_its_own(
     configure(server.settings(pool_size=1, max_overflow=0))
     try:
         async with get_engine().connect() as conn:
-            parent_pid = (await conn.execute(text(BACKEND_PID[backend]))).scalar_one()
+            parent_pid = (await conn.execute(text(OWN_ID[backend]))).scalar_one()
         read, write = os.pipe()
         # Fork while another thread is creating an engine: the child inherits the engine lock
         # held, by a thread that does not exist there.
@@ -102,7 +99,7 @@ async def test_a_forked_child_gets_connections_of_its_own(
 
                 async def child_main() -> int:
                     async with get_engine().connect() as conn:
-                        pid = (await conn.execute(text(BACKEND_PID[backend]))).scalar_one()
+                        pid = (await conn.execute(text(OWN_ID[backend]))).scalar_one()
                     await dispose_engine()  # closes the child's connections, not the parent's
                     return int(pid)
 
@@ -124,7 +121,7 @@ async def test_a_forked_child_gets_connections_of_its_own(
         assert child_pid != parent_pid  # no shared socket: another server session
         # The parent's pooled connection was neither used nor closed by the child.
         async with get_engine().connect() as conn:
-            assert (await conn.execute(text(BACKEND_PID[backend]))).scalar_one() == parent_pid
+            assert (await conn.execute(text(OWN_ID[backend]))).scalar_one() == parent_pid
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
         fault_report.add("fork with pooled connections", backend, injected=1, recovered=1)
     finally:

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from sqlalchemy import String, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db_core import (
@@ -45,14 +45,14 @@ from db_core import (
 from db_core.connector import LOST_CONNECTION_NOTE
 from db_core.testing.relay import Relay
 from dbtests.leaks import FaultReport
-from dbtests.servers import Server, postgres_cluster
+from dbtests.queries import OWN_ID, own_id
+from dbtests.servers import Server, kill, postgres_cluster
 
 CONNECT_TIMEOUT = 2.0
 # Room for a loaded 2-core runner between the driver giving up and the test reading the clock.
 MARGIN = 0.5
 CLIENTS = 20
 OUTAGE_SECONDS = 2.0
-OWN_ID = {"postgres": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
 # Words that tell a reader of the error (type and first line) that the database connection failed.
 CLEAR = re.compile(
     r"connect|refused|closed|terminat|shutting down|starting up|reset|lost connection|gone away|timeout|timed out",
@@ -385,11 +385,6 @@ async def test_sqlite_waits_for_a_lock_no_longer_than_its_busy_timeout(
 # --- 3. The server kills a session mid-transaction ------------------------------------------------
 
 
-async def own_id(backend: str, sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> int:
-    async with UnitOfWork(sessionmaker) as session:
-        return int((await session.execute(text(OWN_ID[backend]))).scalar_one())
-
-
 async def fill_pool(backend: str, connections: int) -> None:
     """Open ``connections`` connections at once, so the pool holds that many afterwards."""
 
@@ -408,20 +403,6 @@ async def fifty_checkouts(backend: str) -> int:
         await own_id(backend)
         done += 1
     return done
-
-
-async def kill(server: Server, connection_id: int) -> None:
-    """Kill the one session the test opened itself, and wait until it is gone."""
-    if server.backend == "postgres":
-        # The second argument waits (up to 5 s) for the backend to exit.
-        assert (await server.admin(f"SELECT pg_terminate_backend({connection_id}, 5000)"))[0][0] is True
-        return
-    await server.admin(f"KILL {connection_id}")
-    for _ in range(100):
-        if not await server.admin(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {connection_id}"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"connection {connection_id} survived KILL")
 
 
 async def stored_names(schema: SimpleNamespace) -> set[str]:

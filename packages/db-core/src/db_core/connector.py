@@ -164,8 +164,10 @@ class DBConnector:
             # Before the driver sees them: a driver (libpq) may use the files under its own default mode.
             self.check_ssl_files()
         url, args = self.get_url(), self.get_engine_args()
-        # db_core's pool checks liveness without SQLAlchemy's ping at every checkout.
-        own_pre_ping = issubclass(args.get("poolclass", QueuePool), QueuePool) and args.pop("pool_pre_ping", False)
+        own_pre_ping = False
+        if issubclass(args.get("poolclass", QueuePool), QueuePool):
+            # db_core's pool checks liveness without SQLAlchemy's ping at every checkout.
+            own_pre_ping = bool(args.pop("pool_pre_ping", False))
         knows_transactions = type(self).in_transaction is not DBConnector.in_transaction
         if knows_transactions:
             # _reset rolls back, and only when a transaction is open.

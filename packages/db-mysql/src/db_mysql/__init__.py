@@ -51,9 +51,9 @@ class MySQLConnector(DBConnector):
         is the buffer such a packet waits in; without them the answer is "not known".
         """
         driver = dbapi_connection.driver_connection
-        reader = getattr(driver, "_reader", None)
         if driver.closed:
             return True
+        reader = getattr(driver, "_reader", None)
         if not isinstance(reader, asyncio.StreamReader):
             return False
         return reader.at_eof() or reader.exception() is not None or bool(getattr(reader, "_buffer", None))
