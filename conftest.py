@@ -33,6 +33,7 @@ _TESTS = Path(__file__).parent / "tests"
 # Suites a matrix environment may leave to the others (hatch.toml sets DB_TEST_SKIP=faults,...).
 _SUITES: dict[str, Callable[[Path], bool]] = {
     "faults": lambda path: _TESTS / "faults" in path.parents,
+    "clusters": lambda path: _TESTS / "clusters" in path.parents,
     "packaging": lambda path: path == _TESTS / "test_packaging.py",
 }
 

@@ -40,7 +40,7 @@ def test_three_consecutive_asyncio_runs(configured: DatabaseSettings, caplog: py
         assert asyncio.run(run()) == 1
     assert len({id(e) for e in engines}) == 3  # a new engine on each loop
     # Each loop's engine was disposed while its loop shut down, cleanly.
-    assert engine_module._database is None or not engine_module._database.engines
+    assert not any(database.engines for database in engine_module._databases.values())
     assert not [r for r in caplog.records if "Event loop is closed" in r.getMessage()]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 

@@ -131,7 +131,12 @@ class PostgresCluster:
     host = "127.0.0.1"
 
     def __init__(
-        self, *, auth: str = "trust", conf: Mapping[str, str] | None = None, files: Mapping[str, Path] | None = None
+        self,
+        *,
+        auth: str = "trust",
+        conf: Mapping[str, str] | None = None,
+        files: Mapping[str, Path] | None = None,
+        standby_of: PostgresCluster | None = None,
     ) -> None:
         bindir = pg_bindir()
         if bindir is None:
@@ -141,7 +146,7 @@ class PostgresCluster:
         self._as_user, owner = _os_user("postgres")
         self.root = Path(tempfile.mkdtemp(prefix="db_test_pg_"))
         self.data = self.root / "data"
-        self.admin_password = uuid.uuid4().hex
+        self.admin_password = standby_of.admin_password if standby_of else uuid.uuid4().hex
         self.conf = {"listen_addresses": "'127.0.0.1'", "fsync": "off", "shared_buffers": "16MB", **(conf or {})}
         self.port = free_port()
         self.running = False
@@ -149,6 +154,13 @@ class PostgresCluster:
         if owner:
             for path in (self.root, self.root / "pwfile"):
                 os.chown(path, *owner)
+        if standby_of is not None:
+            # A streaming standby: a base backup of the running primary, with -R's standby.signal
+            # and primary_conninfo. The primary's initdb allowed replication connections from here.
+            backup = [str(bindir / "pg_basebackup"), "-h", self.host, "-p", str(standby_of.port), "-U", "postgres"]
+            backup += ["-D", str(self.data), "-R", "-X", "stream", "--no-sync"]
+            self._run(backup, "pg_basebackup")
+            return
         initdb = [str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres", f"--auth={auth}"]
         initdb += [f"--pwfile={self.root / 'pwfile'}", "-E", "UTF8", "--no-sync"]
         self._run(initdb, "initdb")

@@ -347,8 +347,7 @@ async def test_testclient_without_with_runs_each_request_on_a_new_loop(schema: S
     assert len({id(loop) for loop in loops}) == 4
     assert all(loop.is_closed() for loop in loops)
     # ...and each of those loops' engines was disposed and forgotten when its loop shut down.
-    database = db_core.engine._database
-    assert database is not None
+    database = db_core.engine._databases["default"]
     assert set(database.engines) <= {id(asyncio.get_running_loop())}
     assert await stored_names(schema) == ["ada", "alan"]
 
@@ -382,11 +381,10 @@ async def test_db_lifespan_runs_the_app_lifespan_and_disposes_the_engines(schema
         assert events == ["startup"]
         assert client.get("/hello").json() == {"greeting": "hello", "names": ["from-startup"]}
         assert client.get("/hello").json()["greeting"] == "hello"
-        database = db_core.engine._database
-        assert database is not None
+        database = db_core.engine._databases["default"]
         assert database.engines, "the app's loop has an engine while it runs"
         assert pools[0].checkedin() == 1
     assert events == ["startup", "shutdown"]
-    assert db_core.engine._database is None
+    assert not db_core.engine._databases
     assert pools[0].checkedin() == 0, "the app loop's engine was disposed"
     assert await stored_names(schema) == ["from-shutdown", "from-startup"]

@@ -15,6 +15,7 @@ from db_core.engine import (
     get_engine,
     get_sessionmaker,
     get_settings,
+    has_replicas,
 )
 from db_core.errors import (
     AmbiguousConnectorError,
@@ -24,8 +25,10 @@ from db_core.errors import (
     ConnectorLoadError,
     ConnectorNotFoundError,
     DBError,
+    NoReplicaAvailableError,
     PoolExhaustedError,
     UnitOfWorkError,
+    UnknownDatabaseError,
 )
 from db_core.health import PingResult, ping
 from db_core.registry import (
@@ -37,12 +40,15 @@ from db_core.registry import (
     resolve_connector,
     unregister_connector,
 )
+from db_core.retry import run_transaction
+from db_core.routing import READ_ONLY_NOTE
 from db_core.session import DBSession
-from db_core.settings import DatabaseSettings, SSLMode
-from db_core.unit_of_work import UnitOfWork, close_session
+from db_core.settings import DEFAULT_DATABASE, DatabaseSettings, ReplicaFallback, SSLMode
+from db_core.unit_of_work import UnitOfWork, close_session, in_unit_of_work
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_DATABASE",
     "ENTRY_POINT_GROUP",
     "AmbiguousConnectorError",
     "AsyncSessionMaker",
@@ -57,10 +63,14 @@ __all__ = [
     "DBSession",
     "DatabaseSettings",
     "PingResult",
+    "READ_ONLY_NOTE",
+    "NoReplicaAvailableError",
     "PoolExhaustedError",
+    "ReplicaFallback",
     "SSLMode",
     "UnitOfWork",
     "UnitOfWorkError",
+    "UnknownDatabaseError",
     "__version__",
     "available_connectors",
     "close_session",
@@ -71,8 +81,11 @@ __all__ = [
     "get_engine",
     "get_sessionmaker",
     "get_settings",
+    "has_replicas",
+    "in_unit_of_work",
     "ping",
     "register_connector",
     "resolve_connector",
+    "run_transaction",
     "unregister_connector",
 ]

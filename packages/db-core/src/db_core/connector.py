@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, ExceptionContext
+from sqlalchemy.engine import URL, Connection, ExceptionContext
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 
 from db_core.errors import ConfigurationError
@@ -158,6 +158,43 @@ class DBConnector:
         """
         return False
 
+    def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """An engine sharing ``engine``'s pool whose every transaction is ``READ ONLY``.
+
+        Read-only units of work run on it, on a replica or the primary, so a
+        write among them fails on either. Default: ``SET TRANSACTION READ ONLY``
+        before each transaction (standard SQL; MySQL and MariaDB), one round trip.
+        """
+        read_only = engine.execution_options()  # its own events, the same pool
+        event.listen(read_only.sync_engine, "begin", _set_transaction_read_only)
+        return read_only
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether ``error`` (the driver's exception) means the whole transaction may simply be run again.
+
+        :func:`~db_core.run_transaction` retries on it: a serialization
+        failure or a deadlock, after which the server has rolled the
+        transaction back. Never a constraint violation or a syntax error.
+        Default: ``False``.
+        """
+        return False
+
+    async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
+        """How many seconds the replica ``connection`` is on lags behind its primary; ``None``: not known.
+
+        Called by the background check of each configured replica; a replica
+        lagging more than ``DB_REPLICA_MAX_LAG_SECONDS`` leaves the rotation.
+        Default: ``None`` (lag is not checked, only reachability).
+        """
+        return None
+
+    async def max_connections(self, connection: AsyncConnection) -> int | None:
+        """How many connections the server accepts from ordinary users; ``None``: not known (the default).
+
+        ``db check`` compares it with the connection budget of the pools.
+        """
+        return None
+
     def create_engine(self) -> AsyncEngine:
         """Create a new engine with this connector's URL, arguments and hooks."""
         if self.settings.ssl_mode != "disable":
@@ -287,6 +324,15 @@ LOST_CONNECTION_NOTE = (
     "db_core: the connection to the database was lost (the server closed or killed it, or the network "
     "dropped it); it has been discarded, and the next checkout gets a new connection"
 )
+
+
+def _set_transaction_read_only(connection: Connection) -> None:
+    # The DBAPI cursor, not connection.exec_driver_sql(): this runs while the transaction begins.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SET TRANSACTION READ ONLY")
+    finally:
+        cursor.close()
 
 
 def _note_lost_connection(context: ExceptionContext) -> None:

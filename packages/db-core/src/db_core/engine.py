@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db_core.connector import DBConnector
 from db_core.errors import ConfigurationError
 from db_core.registry import get_connector
+from db_core.routing import ReplicaSet, RoutedSessionMaker, Router, read_only_engine
 from db_core.session import DBSession
-from db_core.settings import DatabaseSettings
+from db_core.settings import DEFAULT_DATABASE, DatabaseSettings
 
 __all__ = [
     "AsyncSessionMaker",
@@ -34,6 +35,7 @@ __all__ = [
     "get_engine",
     "get_sessionmaker",
     "get_settings",
+    "has_replicas",
 ]
 
 AsyncSessionMaker = async_sessionmaker[AsyncSession]
@@ -48,18 +50,39 @@ class _LoopEngine:
     sessionmaker: AsyncSessionMaker
     # Held so the loop's shutdown_asyncgens() finds it and disposes the engine in time.
     finalizer: AsyncGenerator[None, None] | None = None
+    # Made by the first read-only unit of work on this loop.
+    read_only: AsyncSessionMaker | None = None
+    router: Router | None = None
+
+    def engines(self) -> list[AsyncEngine]:
+        """Every engine of this loop: the primary's and, once routed, the replicas'."""
+        return [self.engine, *(self.router.engines() if self.router is not None else ())]
+
+    async def dispose(self, *, close: bool = True) -> None:
+        if self.router is not None:
+            await self.router.stop(wait=close)
+        for engine in self.engines():
+            await engine.dispose(close=close)
 
 
 @dataclass
 class _Database:
+    name: str
     settings: DatabaseSettings
     connector: DBConnector
+    replicas: list[DBConnector]
+    replica_set: ReplicaSet | None
     engines: dict[int, _LoopEngine] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for connector in [self.connector, *self.replicas]:
+            connector.close()
 
 
 _lock = threading.Lock()
 _configured: DatabaseSettings | None = None
-_database: _Database | None = None
+_settings: DatabaseSettings | None = None  # those in use, once read
+_databases: dict[str, _Database] = {}
 _NO_LOOP = 0  # key of the engine made outside any running loop
 # Engines a forked child inherited: never used nor closed there (their sockets are the
 # parent's), and kept referenced so the garbage collector does not tidy them up either.
@@ -75,66 +98,93 @@ def configure(settings: DatabaseSettings | None) -> None:
     """
     global _configured
     with _lock:
-        if _database is not None:
-            _forget_dead_loops(_database)
-        if _database is not None and _database.engines:
+        for database in _databases.values():
+            _forget_dead_loops(database)
+        if any(database.engines for database in _databases.values()):
             raise ConfigurationError("configure() called while engines are open: await dispose_engine() first")
         _configured = settings
-        _drop_database()
+        _drop_databases()
 
 
 def get_settings() -> DatabaseSettings:
-    """The settings in use: those given to :func:`configure`, else ``DB_*`` and ``.env`` (read once)."""
-    return _get_database().settings
+    """The settings in use: those given to :func:`configure`, else ``DB_*`` and ``.env`` (read once).
 
-
-def get_connector_instance() -> DBConnector:
-    """The connector built from :func:`get_settings` (shared by every loop's engine)."""
-    return _get_database().connector
-
-
-def get_engine() -> AsyncEngine:
-    """The engine of the running event loop, created on first use.
-
-    Thread-safe; each event loop gets its own engine, disposed while the loop
-    shuts down (``asyncio.run``, ``asyncio.Runner``, anyio). Call it from async
-    code: an engine made outside a running loop only works in one loop.
+    A named database's are ``get_settings().database(name)``.
     """
-    return _get_loop_engine().engine
+    settings = _settings
+    if settings is not None:
+        return settings
+    with _lock:
+        return _settings_locked()
 
 
-def get_sessionmaker() -> AsyncSessionMaker:
-    """The ``async_sessionmaker`` bound to :func:`get_engine`.
+def get_connector_instance(database: str | None = None) -> DBConnector:
+    """The connector of ``database`` (default: the ``DB_*`` one), shared by every loop's engines."""
+    return _get_database(database).connector
 
-    Its sessions are :class:`~db_core.session.DBSession` (``expire_on_commit=False``).
+
+def get_engine(database: str | None = None) -> AsyncEngine:
+    """The engine of ``database``'s primary on the running event loop, created on first use.
+
+    ``database`` names a database configured by ``DB_DATABASES__<NAME>__*``;
+    ``None`` (or ``"default"``) is the ``DB_*`` one. Thread-safe; each event
+    loop gets its own engine, disposed while the loop shuts down
+    (``asyncio.run``, ``asyncio.Runner``, anyio). Call it from async code: an
+    engine made outside a running loop only works in one loop.
     """
-    return _get_loop_engine().sessionmaker
+    return _get_loop_engine(database).engine
+
+
+def get_sessionmaker(database: str | None = None, *, read_only: bool = False) -> AsyncSessionMaker:
+    """The ``async_sessionmaker`` of ``database`` on the running event loop.
+
+    Its sessions are :class:`~db_core.session.DBSession` (``expire_on_commit=False``)
+    bound to :func:`get_engine`. With ``read_only``, each session runs ``READ ONLY``
+    transactions on one usable replica (``DB_REPLICA_URLS``), chosen when it is
+    made, or on the primary when there are none, none is usable
+    (``DB_REPLICA_FALLBACK=primary``) or the task has just written
+    (``DB_READ_YOUR_WRITES_SECONDS``).
+    """
+    entry = _get_loop_engine(database)
+    if not read_only:
+        return entry.sessionmaker
+    if entry.read_only is None:
+        with _lock:
+            if entry.read_only is None:
+                entry.read_only = _read_only_sessionmaker(_database_locked(database), entry)
+    return entry.read_only
+
+
+def has_replicas(database: str | None = None) -> bool:
+    """Whether ``database`` has read replicas configured."""
+    return bool(_get_database(database).replicas)
 
 
 async def dispose_engine() -> None:
-    """Close the pooled connections and forget the engines and the settings read from the environment.
+    """Close the pooled connections of every database and forget the engines and the settings read from the environment.
 
     The next :func:`get_engine` starts afresh (re-reading ``DB_*`` unless
     :func:`configure` was used). Engines of other, still running loops are
     disposed on their own loops.
     """
-    global _database
+    global _settings
     with _lock:
-        database, _database = _database, None
-    if database is None:
-        return
+        databases = list(_databases.values())
+        _databases.clear()
+        _settings = None
     current = _running_loop()
-    for entry in database.engines.values():
-        loop = entry.loop() if entry.loop is not None else None
-        if loop is current or entry.loop is None:
-            await entry.engine.dispose()
-        elif loop is not None and loop.is_running() and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(entry.engine.dispose(), loop)
-        else:
-            # Its loop is gone: the connections cannot be closed politely any more.
-            await entry.engine.dispose(close=False)
-    database.engines.clear()
-    database.connector.close()
+    for database in databases:
+        for entry in database.engines.values():
+            loop = entry.loop() if entry.loop is not None else None
+            if loop is current or entry.loop is None:
+                await entry.dispose()
+            elif loop is not None and loop.is_running() and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(entry.dispose(), loop)
+            else:
+                # Its loop is gone: the connections cannot be closed politely any more.
+                await entry.dispose(close=False)
+        database.engines.clear()
+        database.close()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -144,39 +194,51 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _get_database() -> _Database:
-    database = _database
+def _settings_locked() -> DatabaseSettings:
+    global _settings
+    if _settings is None:
+        _settings = _configured if _configured is not None else DatabaseSettings()
+    return _settings
+
+
+def _get_database(name: str | None) -> _Database:
+    database = _databases.get(name.lower() if name else DEFAULT_DATABASE)
     if database is not None:
         return database
     with _lock:
-        return _database_locked()
+        return _database_locked(name)
 
 
-def _database_locked() -> _Database:
-    global _database
-    if _database is None:
-        settings = _configured if _configured is not None else DatabaseSettings()
-        _database = _Database(settings, get_connector(settings))
-    return _database
+def _database_locked(name: str | None) -> _Database:
+    key = (name or DEFAULT_DATABASE).lower()
+    database = _databases.get(key)
+    if database is None:
+        settings = _settings_locked().database(key)
+        replicas = [get_connector(replica) for replica in settings.replicas]
+        replica_set = ReplicaSet.of(key, settings, replicas) if replicas else None
+        database = _Database(key, settings, get_connector(settings), replicas, replica_set)
+        _databases[key] = database
+    return database
 
 
-def _drop_database() -> None:
-    global _database
-    if _database is not None:
-        _database.connector.close()
-    _database = None
+def _drop_databases() -> None:
+    global _settings
+    for database in _databases.values():
+        database.close()
+    _databases.clear()
+    _settings = None
 
 
-def _get_loop_engine() -> _LoopEngine:
+def _get_loop_engine(name: str | None) -> _LoopEngine:
     loop = _running_loop()
     key = id(loop) if loop is not None else _NO_LOOP
-    database = _database
+    database = _databases.get(name.lower() if name else DEFAULT_DATABASE)
     if database is not None:
         entry = database.engines.get(key)
         if entry is not None and (entry.loop is None or entry.loop() is loop):
             return entry
     with _lock:
-        database = _database_locked()
+        database = _database_locked(name)
         entry = database.engines.get(key)
         if entry is not None and (entry.loop is None or entry.loop() is loop):
             return entry
@@ -185,10 +247,27 @@ def _get_loop_engine() -> _LoopEngine:
         sessionmaker = AsyncSessionMaker(bind=engine, class_=DBSession, expire_on_commit=False)
         entry = _LoopEngine(weakref.ref(loop) if loop is not None else None, engine, sessionmaker)
         if loop is not None:
-            entry.finalizer = _dispose_at_shutdown(database, key, engine)
+            entry.finalizer = _dispose_at_shutdown(database, key, entry)
             _start(entry.finalizer)
         database.engines[key] = entry
         return entry
+
+
+def _read_only_sessionmaker(database: _Database, entry: _LoopEngine) -> AsyncSessionMaker:
+    primary = read_only_engine(database.connector, entry.engine)
+    if database.replica_set is None:
+        return AsyncSessionMaker(bind=primary, class_=DBSession, expire_on_commit=False)
+    engines = [replica.create_engine() for replica in database.replicas]
+    # A connection of its own per replica for the checks: a busy pool must not make a replica look dead.
+    probes = [type(replica)(_probe_settings(replica.settings)).create_engine() for replica in database.replicas]
+    entry.router = Router(database.replica_set, database.replicas, primary, engines, probes)
+    if entry.loop is not None:
+        entry.router.watch()
+    return RoutedSessionMaker(entry.router)
+
+
+def _probe_settings(settings: DatabaseSettings) -> DatabaseSettings:
+    return settings.model_copy(update={"pool_size": 1, "max_overflow": 0, "pool_pre_ping_idle_seconds": 0.0})
 
 
 def _after_fork_in_child() -> None:
@@ -200,9 +279,12 @@ def _after_fork_in_child() -> None:
     """
     global _lock
     _lock = threading.Lock()  # another thread may have held it at fork time
-    if _database is not None:
-        _inherited.extend(entry.engine for entry in _database.engines.values())
-        _database.engines.clear()
+    for database in _databases.values():
+        for entry in database.engines.values():
+            if entry.router is not None:
+                entry.router.forget()
+            _inherited.extend(entry.engines())
+        database.engines.clear()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
@@ -217,7 +299,7 @@ def _forget_dead_loops(database: _Database) -> None:
             del database.engines[key]
 
 
-async def _dispose_at_shutdown(database: _Database, key: int, engine: AsyncEngine) -> AsyncGenerator[None, None]:
+async def _dispose_at_shutdown(database: _Database, key: int, loop_engine: _LoopEngine) -> AsyncGenerator[None, None]:
     """An async generator whose ``finally`` runs in the loop's ``shutdown_asyncgens()``.
 
     That step of ``asyncio.run()`` comes after every task has finished and
@@ -229,10 +311,10 @@ async def _dispose_at_shutdown(database: _Database, key: int, engine: AsyncEngin
     finally:
         entry = database.engines.get(key)
         # Absent: dispose_engine() got there first.
-        if entry is not None and entry.engine is engine:
+        if entry is loop_engine:
             del database.engines[key]
             try:
-                await engine.dispose()
+                await loop_engine.dispose()
             except Exception:
                 logger.warning("disposing the engine at event loop shutdown failed", exc_info=True)
 

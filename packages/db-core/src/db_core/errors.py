@@ -16,8 +16,10 @@ __all__ = [
     "ConnectorNotFoundError",
     "ConcurrentUseError",
     "DBError",
+    "NoReplicaAvailableError",
     "PoolExhaustedError",
     "UnitOfWorkError",
+    "UnknownDatabaseError",
 ]
 
 
@@ -27,6 +29,32 @@ class DBError(Exception):
 
 class ConfigurationError(DBError, ValueError):
     """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+class UnknownDatabaseError(ConfigurationError, LookupError):
+    """A database name that no ``DB_DATABASES__<NAME>__*`` setting configures."""
+
+    def __init__(self, name: str, configured: tuple[str, ...]) -> None:
+        self.name = name
+        self.configured = configured
+        super().__init__(
+            f"no database named {name!r} is configured (configured: {', '.join(configured)}). "
+            f"Configure it with DB_DATABASES__{name.upper()}__URL (or its other DB_DATABASES__{name.upper()}__* "
+            "settings), or use one of the configured names"
+        )
+
+
+class NoReplicaAvailableError(DBError):
+    """A read-only unit of work found no usable replica, and ``DB_REPLICA_FALLBACK=error`` forbids the primary."""
+
+    def __init__(self, database: str, states: list[str]) -> None:
+        self.database = database
+        self.states = states
+        super().__init__(
+            f"no read replica of database {database!r} is usable ({'; '.join(states)}), and "
+            "DB_REPLICA_FALLBACK=error forbids reading from the primary. Set DB_REPLICA_FALLBACK=primary "
+            "to read from the primary meanwhile"
+        )
 
 
 class ConnectorError(DBError):

@@ -28,6 +28,9 @@ from sqlalchemy.orm import Session
 
 from db_core.errors import ConcurrentUseError
 
+# The session.info key under which a routed (read-only) session keeps its router (db_core.routing).
+ROUTER = "db_core.router"
+
 __all__ = ["DBSession"]
 
 logger = logging.getLogger("db_core")
@@ -85,10 +88,21 @@ class DBSession(AsyncSession):
         transaction's first: it is retried on a new connection if this one
         turns out to be dead.
         """
-        fresh = not self.in_transaction()
-        # run_sync, not connection(): no AsyncConnection proxy to build for a connection nobody sees.
-        await self.run_sync(Session.connection)
+        fresh = not self.in_transaction() or self._db_only_checked_out
+        while True:
+            try:
+                # run_sync, not connection(): no AsyncConnection proxy to build for a connection nobody sees.
+                await self.run_sync(Session.connection)
+                break
+            except Exception as exc:
+                if not (fresh and await self._db_failover(exc)):
+                    raise
         self._db_only_checked_out = fresh
+
+    async def _db_failover(self, exc: Exception) -> bool:
+        """Move a read-only session whose replica could not be reached to another server, if it has a router."""
+        router = self.info.get(ROUTER)
+        return router is not None and bool(await router.failover(self, exc))
 
     def _db_may_retry(self) -> bool:
         """Whether a statement now would be the first of a transaction, with nothing else to lose."""
@@ -135,7 +149,9 @@ def _guard(name: str, method: Callable[..., Coroutine[Any, Any, Any]]) -> Callab
                     name,
                     type(exc.orig).__name__,
                 )
-            await AsyncSession.rollback(self)  # discards the dead connection; nothing else had happened
+                failed_over = await self._db_failover(exc)  # a replica that went away: another server
+            if not failed_over:
+                await AsyncSession.rollback(self)  # discards the dead connection; nothing else had happened
             return await method(self, *args, **kwargs)
         finally:
             self._db_depth -= 1

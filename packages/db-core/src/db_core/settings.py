@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import re
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from db_core.errors import ConfigurationError
+from db_core.errors import ConfigurationError, UnknownDatabaseError
 
-__all__ = ["DatabaseSettings", "SSLMode"]
+__all__ = ["DEFAULT_DATABASE", "DatabaseSettings", "ReplicaFallback", "SSLMode"]
 
 SSLMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+ReplicaFallback = Literal["primary", "error"]
+
+DEFAULT_DATABASE = "default"
+"""The name of the database the plain ``DB_*`` variables configure."""
 
 # The most seconds a signed 32-bit count of milliseconds holds: PostgreSQL's statement_timeout
 # refuses more (at connect), and SQLite's busy timeout silently turns more into "do not wait".
@@ -38,9 +44,23 @@ class _Reading:
         self.from_url: set[str] = set()
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """Where the settings being read come from: the ``DB_*`` variables, or a replica's or named database's."""
+
+    prefix: str = "DB_"
+    url_variable: str = "DB_URL (or DATABASE_URL)"
+    # Derived settings take only the values given to them, never the environment's again.
+    arguments_only: bool = False
+
+
 _reading: ContextVar[_Reading | None] = ContextVar("db_core_settings_reading", default=None)
+_ENVIRONMENT = _Scope()
+_scope: ContextVar[_Scope] = ContextVar("db_core_settings_scope", default=_ENVIRONMENT)
 # Fields whose value must never be echoed back, not even in an error message.
-_SECRET_FIELDS = frozenset({"password", "url"})
+_SECRET_FIELDS = frozenset({"password", "url", "replica_urls", "databases"})
+# A database name: what the DB_DATABASES__<NAME>__ variables can spell, lower-cased.
+_DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 class DatabaseSettings(BaseSettings):
@@ -56,6 +76,8 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DB_",
         case_sensitive=False,
+        # DB_DATABASES__ANALYTICS__URL: a named database's settings, nested.
+        env_nested_delimiter="__",
         env_file=".env",
         env_file_encoding="utf-8",
         env_ignore_empty=True,
@@ -166,9 +188,42 @@ class DatabaseSettings(BaseSettings):
         default_factory=dict,
         description='extra driver options for the URL query, as JSON such as {"key": "value"}',
     )
+    replica_urls: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="URLs of read replicas, separated by commas (or a JSON list); a part a URL leaves out "
+        "(user, password, port, database) is the primary's",
+    )
+    replica_max_lag_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a replica may lag behind the primary before it leaves the rotation, a positive number",
+    )
+    replica_check_interval_seconds: float = Field(
+        default=2.0, gt=0, description="seconds between two checks of each replica's health and lag, a positive number"
+    )
+    read_your_writes_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds after a task commits a read-write unit of work during which its read-only units "
+        "read from the primary, 0 or more (0: never)",
+    )
+    replica_fallback: ReplicaFallback = Field(
+        default="primary",
+        description="what a read-only unit of work does when no replica is usable: "
+        "primary (read from the primary) or error (raise NoReplicaAvailableError)",
+    )
+    databases: dict[str, Any] = Field(
+        default_factory=dict,
+        description="named databases, each with settings of its own, "
+        "e.g. DB_DATABASES__ANALYTICS__URL=postgresql://host/analytics",
+    )
+    """Named databases: once validated, each name (lower case) maps to its :class:`DatabaseSettings`."""
+
+    _replicas: tuple[DatabaseSettings, ...] = PrivateAttr(default=())
 
     def __init__(self, **values: Any) -> None:
         token = _reading.set(_Reading())
+        error: ConfigurationError | None
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -184,12 +239,65 @@ class DatabaseSettings(BaseSettings):
             # surrogates, which _check_text refuses.
             error = _env_file_error(values, exc)
         else:
-            return
+            error = None
         finally:
             _reading.reset(token)
-        # Raised outside the except block: pydantic's error repeats the raw input, secrets
-        # included, and must not ride along as __context__.
-        raise error
+        if error is not None:
+            # Raised outside the except block: pydantic's error repeats the raw input, secrets
+            # included, and must not ride along as __context__.
+            raise error
+        self._replicas = tuple(self._replica(index, url) for index, url in enumerate(self.replica_urls, 1))
+        named = {name.lower(): self._named_database(name.lower(), values) for name, values in self.databases.items()}
+        # The raw values may hold passwords; validated settings mask them wherever they are shown.
+        object.__setattr__(self, "databases", named)
+
+    @property
+    def replicas(self) -> tuple[DatabaseSettings, ...]:
+        """The settings of each read replica (``DB_REPLICA_URLS``), in order."""
+        return self._replicas
+
+    @property
+    def database_names(self) -> tuple[str, ...]:
+        """``"default"`` (the ``DB_*`` database), then every named database (``DB_DATABASES__<NAME>__*``)."""
+        return (DEFAULT_DATABASE, *self.databases)
+
+    def database(self, name: str | None = None) -> DatabaseSettings:
+        """The settings of database ``name``: these for ``None`` or ``"default"``, else a named database's.
+
+        An unknown name raises :class:`~db_core.errors.UnknownDatabaseError`,
+        which lists the configured names.
+        """
+        if name is None or name == DEFAULT_DATABASE:
+            return self
+        named = self.databases.get(name.lower())
+        if not isinstance(named, DatabaseSettings):
+            raise UnknownDatabaseError(name, self.database_names)
+        return named
+
+    def _replica(self, index: int, url: SecretStr) -> DatabaseSettings:
+        """A replica: these settings, with the parts its URL gives replaced."""
+        inherited = self.model_dump(exclude={"url", "replica_urls", "databases"})
+        scope = _Scope(url_variable=f"{_scope.get().prefix}REPLICA_URLS (replica {index})", arguments_only=True)
+        return _derive(scope, {**inherited, "url": url})
+
+    def _named_database(self, name: str, values: Any) -> DatabaseSettings:
+        if isinstance(values, DatabaseSettings):
+            return values
+        prefix = f"DB_DATABASES__{name.upper()}__"
+        if not _DATABASE_NAME.match(name) or name == DEFAULT_DATABASE:
+            raise ConfigurationError(
+                f"invalid database settings:\n  {prefix}*: {name!r} cannot name a database: use letters, digits "
+                f"and _, starting with a letter, other than {DEFAULT_DATABASE!r} (the DB_* database itself)"
+            )
+        if not isinstance(values, dict):
+            raise ConfigurationError(
+                f"invalid database settings:\n  DB_DATABASES={{{name!r}: ...}} must map each name to its settings, "
+                f"such as {prefix}URL=postgresql://host/{name}"
+            )
+        if "databases" in {key.lower() for key in values}:
+            raise ConfigurationError(f"invalid database settings:\n  {prefix}DATABASES: a named database has none")
+        scope = _Scope(prefix=prefix, url_variable=f"{prefix}URL", arguments_only=True)
+        return _derive(scope, values)
 
     @classmethod
     def from_env(cls) -> DatabaseSettings:
@@ -237,6 +345,31 @@ class DatabaseSettings(BaseSettings):
             _parse_url(value.get_secret_value())
         return value
 
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_replica_urls(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("it starts with [ but is not a JSON list of URLs") from None
+            return [url.strip() for url in text.split(",") if url.strip()]
+        return value
+
+    @field_validator("replica_urls")
+    @classmethod
+    def _check_replica_urls(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for index, url in enumerate(value, 1):
+            try:
+                _parse_url(url.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"replica {index}: {exc}") from None
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -247,10 +380,21 @@ class DatabaseSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Expand a URL within the source that gave it: arguments beat the environment, which beats ``.env``."""
+        if _scope.get().arguments_only:
+            return (_URLExpandingSource(settings_cls, init_settings),)
         return tuple(
             _URLExpandingSource(settings_cls, source)
             for source in (init_settings, env_settings, dotenv_settings, file_secret_settings)
         )
+
+
+def _derive(scope: _Scope, values: dict[str, Any]) -> DatabaseSettings:
+    """Settings built from ``values`` alone, whose errors name the variables of ``scope``."""
+    token = _scope.set(scope)
+    try:
+        return DatabaseSettings(**values)
+    finally:
+        _scope.reset(token)
 
 
 class _URLExpandingSource(PydanticBaseSettingsSource):
@@ -362,7 +506,8 @@ def _parse_url(raw: str) -> URL:
 
 
 def _variable(field: str) -> str:
-    return "DB_URL (or DATABASE_URL)" if field == "url" else f"DB_{field.upper()}"
+    scope = _scope.get()
+    return scope.url_variable if field == "url" else f"{scope.prefix}{field.upper()}"
 
 
 def _source_error(exc: SettingsError) -> ConfigurationError:

@@ -15,10 +15,13 @@ from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
-from db_core.engine import AsyncSessionMaker, get_sessionmaker
+from db_core.engine import AsyncSessionMaker, get_sessionmaker, has_replicas
 from db_core.errors import UnitOfWorkError
+from db_core.routing import note_write
+from db_core.session import ROUTER, DBSession
+from db_core.settings import DEFAULT_DATABASE
 
-__all__ = ["UnitOfWork", "close_session"]
+__all__ = ["UnitOfWork", "close_session", "in_unit_of_work"]
 
 logger = logging.getLogger("db_core")
 
@@ -26,13 +29,22 @@ logger = logging.getLogger("db_core")
 @dataclass(frozen=True)
 class _Active:
     session: AsyncSession
-    sessionmaker: AsyncSessionMaker
+    # What a unit of work opened inside it must share to join it: its sessionmaker if one was
+    # given, else its database's name (a read-only unit joins the read-write unit around it).
+    key: object
     task: asyncio.Task[Any] | None
+    read_only: bool
 
 
 # The innermost open unit of work of the current task; a unit of work opened
 # while one is active in the same task becomes a savepoint in its session.
 _current: ContextVar[_Active | None] = ContextVar("db_core_unit_of_work", default=None)
+
+
+def in_unit_of_work() -> bool:
+    """Whether the current task has a :class:`UnitOfWork` open."""
+    active = _current.get()
+    return active is not None and active.task is asyncio.current_task()
 
 
 class UnitOfWork:
@@ -52,10 +64,28 @@ class UnitOfWork:
 
     ``begin()``/``end()`` are the explicit form of the same, for code that cannot
     use ``async with``.
+
+    ``database`` names a database configured by ``DB_DATABASES__<NAME>__*``
+    (default: the ``DB_*`` one). ``read_only=True`` runs the unit as a
+    ``READ ONLY`` transaction on one usable replica for its whole life (or on
+    the primary: see :func:`~db_core.get_sessionmaker`); a read-only unit
+    opened inside a read-write one of the same database joins it, so it sees
+    its writes. A read-write unit that commits sends the task's read-only
+    units to the primary for ``DB_READ_YOUR_WRITES_SECONDS``.
     """
 
-    def __init__(self, sessionmaker: AsyncSessionMaker | None = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: AsyncSessionMaker | None = None,
+        *,
+        database: str | None = None,
+        read_only: bool = False,
+    ) -> None:
+        if sessionmaker is not None and database is not None:
+            raise UnitOfWorkError("give UnitOfWork a sessionmaker or a database name, not both")
         self._sessionmaker = sessionmaker
+        self._database = database.lower() if database else DEFAULT_DATABASE
+        self._read_only = read_only
         self._session: AsyncSession | None = None
         self._savepoint: AsyncSessionTransaction | None = None
         self._outer: _Active | None = None
@@ -86,20 +116,31 @@ class UnitOfWork:
             )
         self._open = True
         try:
-            sessionmaker = self._sessionmaker or get_sessionmaker()
+            key = self._sessionmaker or self._database
             task = asyncio.current_task()
             outer = _current.get()
-            if outer is not None and outer.task is task and outer.sessionmaker is sessionmaker:
+            if outer is not None and outer.task is task and outer.key == key:
+                if outer.read_only and not self._read_only:
+                    raise UnitOfWorkError(
+                        "a read-write UnitOfWork cannot be opened inside a read-only one of the same database: "
+                        "open it outside, or make the outer one read-write"
+                    )
                 session = outer.session
                 self._savepoint = await session.begin_nested()
+                read_only = outer.read_only
             else:
+                sessionmaker = self._sessionmaker or get_sessionmaker(self._database, read_only=self._read_only)
                 session = sessionmaker()
+                read_only = self._read_only
+                if ROUTER in session.info and isinstance(session, DBSession):
+                    # Connect now: a replica that cannot be reached is left for another before any work.
+                    await _checkout(session)
         except BaseException:
             self._open = False
             raise
         self._session = session
         self._outer = outer
-        _current.set(_Active(session, sessionmaker, task))
+        _current.set(_Active(session, key, task, read_only))
         return session
 
     async def __aexit__(
@@ -136,6 +177,8 @@ class UnitOfWork:
             # Once COMMIT is on its way its outcome must be known: a cancellation
             # arriving meanwhile waits for it and the release, then propagates.
             await run_to_completion(_commit_and_release(session))
+            if not self._read_only and self._sessionmaker is None and has_replicas(self._database):
+                note_write(self._database)
         else:
             await _release(session, exc, rollback=True)
 
@@ -151,6 +194,14 @@ class UnitOfWork:
                 raise
         if savepoint.is_active:
             await _quietly(savepoint.rollback(), exc, "rolling back the savepoint")
+
+
+async def _checkout(session: DBSession) -> None:
+    try:
+        await session.checkout()
+    except BaseException:
+        await close_session(session)
+        raise
 
 
 async def close_session(session: AsyncSession) -> None:

@@ -7,7 +7,11 @@
 - :data:`SessionDep` (:func:`get_db_session`): a plain request-scoped session
   for endpoints that commit themselves; work left uncommitted at the end is
   rolled back and logged as a warning, never silently dropped.
-- :func:`db_lifespan`: disposes the engine at shutdown, around the
+- :data:`ReadOnlyTransactionDep`: the same as a ``READ ONLY`` transaction on a
+  read replica (or the primary: see :func:`db_core.get_sessionmaker`).
+- :func:`db_transaction` and :func:`db_session`: the dependencies of a named
+  database (``DB_DATABASES__<NAME>__*``), or read-only.
+- :func:`db_lifespan`: disposes the engines at shutdown, around the
   application's own lifespan.
 
 A request that finds no free connection within ``DB_POOL_TIMEOUT_SECONDS``
@@ -35,11 +39,14 @@ from db_core import DBSession, UnitOfWork, close_session, dispose_engine, get_se
 from db_fastapi.__about__ import __version__
 
 __all__ = [
+    "ReadOnlyTransactionDep",
     "SessionDep",
     "TransactionDep",
     "__version__",
     "add_exception_handlers",
     "db_lifespan",
+    "db_session",
+    "db_transaction",
     "get_db_session",
     "get_db_transaction",
 ]
@@ -58,47 +65,72 @@ _WRITE_SQL = re.compile(
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
 
-async def get_db_session() -> AsyncIterator[AsyncSession]:
-    """A request-scoped session that the endpoint commits itself.
+Dependency = Callable[[], AsyncIterator[AsyncSession]]
+"""A FastAPI dependency that yields a session."""
 
-    Whatever is still uncommitted when the request ends is rolled back, and
-    a warning names it so that a forgotten ``commit()`` is never silent.
+
+def db_session(database: str | None = None) -> Dependency:
+    """The dependency :func:`get_db_session` of ``database`` (``None``: the ``DB_*`` one)."""
+
+    async def get_db_session() -> AsyncIterator[AsyncSession]:
+        """A request-scoped session that the endpoint commits itself.
+
+        Whatever is still uncommitted when the request ends is rolled back, and
+        a warning names it so that a forgotten ``commit()`` is never silent.
+        """
+        session = get_sessionmaker(database)()
+        _track_writes(session)
+        try:
+            await _acquire(session)
+            yield session
+        finally:
+            if session.new or session.dirty or session.deleted or session.info.get(_WROTE):
+                logger.warning(
+                    "request ended with uncommitted changes, which were rolled back "
+                    "(%d new, %d changed, %d deleted objects pending, written: %s); "
+                    "call `await session.commit()` or use TransactionDep",
+                    len(session.new),
+                    len(session.dirty),
+                    len(session.deleted),
+                    bool(session.info.get(_WROTE)),
+                )
+            await close_session(session)
+
+    return get_db_session
+
+
+def db_transaction(database: str | None = None, *, read_only: bool = False) -> Dependency:
+    """The dependency :func:`get_db_transaction` of ``database`` (``None``: the ``DB_*`` one), or read-only.
+
+    Use it with ``scope="function"``, so the commit happens before the response
+    is sent: ``Annotated[AsyncSession, Depends(db_transaction("analytics"), scope="function")]``.
     """
-    session = get_sessionmaker()()
-    _track_writes(session)
-    try:
-        await _acquire(session)
-        yield session
-    finally:
-        if session.new or session.dirty or session.deleted or session.info.get(_WROTE):
-            logger.warning(
-                "request ended with uncommitted changes, which were rolled back "
-                "(%d new, %d changed, %d deleted objects pending, written: %s); "
-                "call `await session.commit()` or use TransactionDep",
-                len(session.new),
-                len(session.dirty),
-                len(session.deleted),
-                bool(session.info.get(_WROTE)),
-            )
-        await close_session(session)
+
+    async def get_db_transaction() -> AsyncIterator[AsyncSession]:
+        """A session inside a :class:`~db_core.UnitOfWork` spanning the endpoint.
+
+        Use it through :data:`TransactionDep`, whose ``scope="function"`` makes
+        the commit happen before the response is sent.
+        """
+        async with UnitOfWork(database=database, read_only=read_only) as session:
+            await _acquire(session)
+            yield session
+
+    return get_db_transaction
 
 
-async def get_db_transaction() -> AsyncIterator[AsyncSession]:
-    """A session inside a :class:`~db_core.UnitOfWork` spanning the endpoint.
-
-    Use it through :data:`TransactionDep`, whose ``scope="function"`` makes
-    the commit happen before the response is sent.
-    """
-    async with UnitOfWork() as session:
-        await _acquire(session)
-        yield session
-
+get_db_session = db_session()
+get_db_transaction = db_transaction()
+_get_db_read_only_transaction = db_transaction(read_only=True)
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session)]
 """A plain request-scoped :class:`~sqlalchemy.ext.asyncio.AsyncSession` (:func:`get_db_session`)."""
 
 TransactionDep = Annotated[AsyncSession, Depends(get_db_transaction, scope="function")]
 """A session committed when the endpoint returns, before the response (:func:`get_db_transaction`)."""
+
+ReadOnlyTransactionDep = Annotated[AsyncSession, Depends(_get_db_read_only_transaction, scope="function")]
+"""A session in a ``READ ONLY`` transaction on a read replica, or the primary (``db_transaction(read_only=True)``)."""
 
 
 def db_lifespan(app_lifespan: Lifespan | None = None, *, ping_on_startup: bool = False) -> Lifespan:

@@ -10,12 +10,18 @@ from typing import Any
 
 import aiomysql
 from aiomysql.connection import CLIENT  # pymysql.constants.CLIENT, without pymysql stubs for mypy
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db_core import DBConnector
 from db_mysql.__about__ import __version__
 
 __all__ = ["MySQLConnector", "__version__"]
+
+
+# ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+_TRANSIENT = frozenset({1213, 1205})
 
 
 class MySQLConnector(DBConnector):
@@ -41,6 +47,19 @@ class MySQLConnector(DBConnector):
     def in_transaction(self, dbapi_connection: Any) -> bool:
         """From the server's status flags of the last reply: no round trip."""
         return bool(dbapi_connection.driver_connection.get_transaction_status())
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Error 1213 (a deadlock, or a Galera certification conflict at COMMIT) and 1205 (a lock wait timeout).
+
+        After 1205 the server has rolled back only the statement; the retry
+        starts from a full rollback of the unit of work.
+        """
+        args: tuple[object, ...] = getattr(error, "args", ())
+        return bool(args) and args[0] in _TRANSIENT
+
+    async def max_connections(self, connection: AsyncConnection) -> int | None:
+        """``@@max_connections`` (one more is kept for a user with SUPER or CONNECTION ADMIN)."""
+        return int(await connection.scalar(text("SELECT @@max_connections")) or 0) or None
 
     def is_closed(self, dbapi_connection: Any) -> bool:
         """Whether the server has hung up: something arrived while the connection was idle (no round trip).

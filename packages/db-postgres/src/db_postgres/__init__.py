@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db_core import DBConnector
 from db_postgres.__about__ import __version__
@@ -26,6 +28,28 @@ class PostgresConnector(DBConnector):
     def is_closed(self, dbapi_connection: Any) -> bool:
         """Asyncpg's own ``is_closed()``: the server hung up or the connection was terminated (no round trip)."""
         return bool(dbapi_connection.driver_connection.is_closed())
+
+    def is_transient(self, error: BaseException) -> bool:
+        """SQLSTATE 40001 (serialization failure) and 40P01 (deadlock): the server rolled the transaction back."""
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
+        return sqlstate in _TRANSIENT
+
+    def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """SQLAlchemy's ``postgresql_readonly``: asyncpg begins with ``BEGIN READ ONLY``, no extra round trip."""
+        return engine.execution_options(postgresql_readonly=True)
+
+    async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
+        """Seconds since the last transaction a standby replayed, when it has WAL still to replay; else 0.
+
+        A standby that has replayed all it received is current, however long
+        ago the primary last wrote. ``None`` on a server that is not a standby.
+        """
+        lag = await connection.scalar(_LAG)
+        return None if lag is None else float(lag)
+
+    async def max_connections(self, connection: AsyncConnection) -> int | None:
+        """``max_connections`` less the slots reserved for superusers."""
+        return int(await connection.scalar(_MAX_CONNECTIONS) or 0) or None
 
     def get_connect_args(self) -> dict[str, Any]:
         """The connect timeout, TLS, ``application_name`` and ``statement_timeout`` for asyncpg."""
@@ -56,6 +80,19 @@ class PostgresConnector(DBConnector):
             connect = functools.partial(_explain_tls_errors, connect, server, self)
         args["async_creator_fn"] = functools.partial(_connect_within, connect, s.connect_timeout_seconds, server)
         return args
+
+
+_TRANSIENT = frozenset({"40001", "40P01"})
+
+_MAX_CONNECTIONS = text(
+    "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+)
+
+_LAG = text(
+    "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+)
 
 
 async def _connect_within(

@@ -119,6 +119,16 @@ class SQLiteConnector(DBConnector):
         finally:
             cursor.close()
 
+    def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """Transactions under ``PRAGMA query_only`` that begin deferred (no write lock), with their first statement."""
+        read_only = engine.execution_options()  # its own events, the same pool
+
+        def begin_read_only(connection: Connection) -> None:
+            connection.connection.driver_connection.read_only = True  # type: ignore[union-attr]
+
+        event.listen(read_only.sync_engine, "begin", begin_read_only)
+        return read_only
+
     def setup_engine(self, engine: AsyncEngine) -> None:
         """Start every transaction with ``BEGIN IMMEDIATE``; roll back before a connection is closed."""
 

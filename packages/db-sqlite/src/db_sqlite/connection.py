@@ -25,6 +25,10 @@ __all__ = ["Connection", "Cursor", "connect"]
 # Rows fetched with the statement: a larger result is streamed PREFETCH rows per call after that.
 PREFETCH = 256
 
+_BEGIN = ("BEGIN IMMEDIATE",)
+# A deferred BEGIN takes no write lock: a read-only transaction never waits for a writer.
+_BEGIN_READ_ONLY = ("PRAGMA query_only = 1", "BEGIN")
+
 _Described = tuple[Any, int, Any, list[Any], "sqlite3.Cursor | None"]
 
 
@@ -43,6 +47,11 @@ class Connection(aiosqlite.Connection):
     begin_pending = False
     """``BEGIN IMMEDIATE`` is to be sent with the next statement (set by the dialect's begin step)."""
 
+    read_only = False
+    """The transaction about to begin is read-only: ``PRAGMA query_only`` and a deferred ``BEGIN``."""
+
+    _query_only = False  # PRAGMA query_only is on until the transaction ends
+
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction is open, or about to be with the next statement."""
@@ -54,21 +63,27 @@ class Connection(aiosqlite.Connection):
 
     async def commit(self) -> None:
         """COMMIT; nothing to do (and no call into the thread) when the transaction ran no statement."""
-        if self.begin_pending:
-            self.begin_pending = False
-            return
-        await super().commit()
+        await self._end(sqlite3.Connection.commit)
 
     async def rollback(self) -> None:
         """ROLLBACK; nothing to do (and no call into the thread) when the transaction ran no statement."""
+        await self._end(sqlite3.Connection.rollback)
+
+    async def _end(self, end: Any) -> None:
+        self.read_only = False
         if self.begin_pending:
             self.begin_pending = False
             return
-        await super().rollback()
+        query_only, self._query_only = self._query_only, False
+        await self._execute(_end, self._conn, end, query_only)  # type: ignore[no-untyped-call]
 
     async def run_statement(self, sql: str, parameters: Any, many: bool) -> _Described:
         """Run one statement (after ``BEGIN IMMEDIATE`` if pending) in one call into the thread."""
-        begin, self.begin_pending = self.begin_pending, False
+        begin: tuple[str, ...] = ()
+        if self.begin_pending:
+            begin = _BEGIN_READ_ONLY if self.read_only else _BEGIN
+            self._query_only = self.read_only
+            self.begin_pending = self.read_only = False
         return await self._execute(_run, self._conn, begin, sql, parameters, many)  # type: ignore[no-untyped-call,no-any-return]
 
     async def call_in_thread(self, function: Any, *args: Any) -> Any:
@@ -158,11 +173,19 @@ class Cursor:
             self._open = None
 
 
-def _run(conn: sqlite3.Connection, begin: bool, sql: str, parameters: Any, many: bool) -> _Described:
+def _end(conn: sqlite3.Connection, end: Any, query_only: bool) -> None:
+    try:
+        end(conn)
+    finally:
+        if query_only:
+            conn.execute("PRAGMA query_only = 0")
+
+
+def _run(conn: sqlite3.Connection, begin: tuple[str, ...], sql: str, parameters: Any, many: bool) -> _Described:
     # In the database thread. A failed BEGIN raises before the statement runs: it never runs
     # outside the transaction it belongs to.
-    if begin:
-        conn.execute("BEGIN IMMEDIATE")
+    for statement in begin:
+        conn.execute(statement)
     cursor = conn.cursor()
     keep = False
     try:
