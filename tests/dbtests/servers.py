@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -241,6 +244,76 @@ def postgres_cluster(**kwargs: Any) -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.remove()
+
+
+class PgBouncer:
+    """PgBouncer (Debian's, 1.18) on ``127.0.0.1:<free port>`` in front of ``server``, trusting every user."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, server: PostgresCluster, *, pool_mode: str = "transaction", pool_size: int = 1) -> None:
+        binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+        if binary is None:
+            unavailable("pgbouncer is not installed (apt-get install pgbouncer)")
+        assert binary is not None
+        self.binary = binary
+        self.server = server
+        self._as_user, owner = _os_user("postgres")
+        self.root = Path(tempfile.mkdtemp(prefix="db_test_pgbouncer_"))
+        self.port = free_port()
+        (self.root / "users.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={server.host} port={server.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.host}\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.root / 'users.txt'}\n"
+            f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
+            f"logfile = {self.root / 'log'}\npidfile = {self.root / 'pid'}\n"
+        )
+        if owner:
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, *owner)
+        self.running = False
+
+    def start(self) -> None:
+        """Start in the background; returns once it accepts connections."""
+        result = subprocess.run(
+            [*self._as_user, self.binary, "-d", str(self.root / "pgbouncer.ini")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"pgbouncer failed to start:\n{result.stdout}\n{result.stderr}\n{self.log()}")
+        self.running = True
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex((self.host, self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"pgbouncer does not accept connections:\n{self.log()}")
+
+    def log(self) -> str:
+        """What PgBouncer has logged so far."""
+        path = self.root / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def remove(self) -> None:
+        """Stop it and delete its files."""
+        pidfile = self.root / "pid"
+        if self.running and pidfile.exists():
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+        self.running = False
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 BACKENDS = ("sqlite", "postgres", "mysql")

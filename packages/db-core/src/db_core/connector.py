@@ -64,6 +64,9 @@ class DBConnector:
     api_version: ClassVar[str] = API_VERSION
     """The :data:`API_VERSION` this connector was written for, ``"MAJOR.MINOR"``."""
 
+    supports_pgbouncer: ClassVar[bool] = False
+    """Whether this connector honours ``DB_PGBOUNCER=transaction``; others refuse the setting."""
+
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
 
@@ -197,6 +200,11 @@ class DBConnector:
 
     def create_engine(self) -> AsyncEngine:
         """Create a new engine with this connector's URL, arguments and hooks."""
+        if self.settings.pgbouncer == "transaction" and not self.supports_pgbouncer:
+            raise ConfigurationError(
+                f"DB_PGBOUNCER=transaction is for PostgreSQL connectors; the {self.name!r} connector does not "
+                "support it. Unset DB_PGBOUNCER"
+            )
         if self.settings.ssl_mode != "disable":
             # Before the driver sees them: a driver (libpq) may use the files under its own default mode.
             self.check_ssl_files()

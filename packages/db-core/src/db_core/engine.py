@@ -53,10 +53,13 @@ class _LoopEngine:
     # Made by the first read-only unit of work on this loop.
     read_only: AsyncSessionMaker | None = None
     router: Router | None = None
+    # Made by the first get_engine(direct=True) on this loop, when DB_DIRECT_URL is set.
+    direct: AsyncEngine | None = None
 
     def engines(self) -> list[AsyncEngine]:
-        """Every engine of this loop: the primary's and, once routed, the replicas'."""
-        return [self.engine, *(self.router.engines() if self.router is not None else ())]
+        """Every engine of this loop: the primary's, the direct one, and once routed the replicas'."""
+        direct = [self.direct] if self.direct is not None else []
+        return [self.engine, *direct, *(self.router.engines() if self.router is not None else ())]
 
     async def dispose(self, *, close: bool = True) -> None:
         if self.router is not None:
@@ -72,10 +75,11 @@ class _Database:
     connector: DBConnector
     replicas: list[DBConnector]
     replica_set: ReplicaSet | None
+    direct: DBConnector | None
     engines: dict[int, _LoopEngine] = field(default_factory=dict)
 
     def close(self) -> None:
-        for connector in [self.connector, *self.replicas]:
+        for connector in [self.connector, *self.replicas, *([self.direct] if self.direct else [])]:
             connector.close()
 
 
@@ -123,7 +127,7 @@ def get_connector_instance(database: str | None = None) -> DBConnector:
     return _get_database(database).connector
 
 
-def get_engine(database: str | None = None) -> AsyncEngine:
+def get_engine(database: str | None = None, *, direct: bool = False) -> AsyncEngine:
     """The engine of ``database``'s primary on the running event loop, created on first use.
 
     ``database`` names a database configured by ``DB_DATABASES__<NAME>__*``;
@@ -131,8 +135,22 @@ def get_engine(database: str | None = None) -> AsyncEngine:
     loop gets its own engine, disposed while the loop shuts down
     (``asyncio.run``, ``asyncio.Runner``, anyio). Call it from async code: an
     engine made outside a running loop only works in one loop.
+
+    ``direct=True`` gives the engine of ``DB_DIRECT_URL``, the server behind
+    PgBouncer, for session-level work (migrations, advisory locks, ``LISTEN``);
+    without ``DB_DIRECT_URL`` it is the same engine.
     """
-    return _get_loop_engine(database).engine
+    entry = _get_loop_engine(database)
+    if not direct:
+        return entry.engine
+    if entry.direct is None:
+        with _lock:
+            connector = _database_locked(database).direct
+            if connector is None:
+                return entry.engine
+            if entry.direct is None:
+                entry.direct = connector.create_engine()
+    return entry.direct
 
 
 def get_sessionmaker(database: str | None = None, *, read_only: bool = False) -> AsyncSessionMaker:
@@ -216,7 +234,8 @@ def _database_locked(name: str | None) -> _Database:
         settings = _settings_locked().database(key)
         replicas = [get_connector(replica) for replica in settings.replicas]
         replica_set = ReplicaSet.of(key, settings, replicas) if replicas else None
-        database = _Database(key, settings, get_connector(settings), replicas, replica_set)
+        direct = get_connector(settings.direct) if settings.direct is not settings else None
+        database = _Database(key, settings, get_connector(settings), replicas, replica_set, direct)
         _databases[key] = database
     return database
 

@@ -21,10 +21,11 @@ from sqlalchemy.exc import ArgumentError
 
 from db_core.errors import ConfigurationError, UnknownDatabaseError
 
-__all__ = ["DEFAULT_DATABASE", "DatabaseSettings", "ReplicaFallback", "SSLMode"]
+__all__ = ["DEFAULT_DATABASE", "DatabaseSettings", "PgBouncerMode", "ReplicaFallback", "SSLMode"]
 
 SSLMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 ReplicaFallback = Literal["primary", "error"]
+PgBouncerMode = Literal["session", "transaction"]
 
 DEFAULT_DATABASE = "default"
 """The name of the database the plain ``DB_*`` variables configure."""
@@ -58,7 +59,7 @@ _reading: ContextVar[_Reading | None] = ContextVar("db_core_settings_reading", d
 _ENVIRONMENT = _Scope()
 _scope: ContextVar[_Scope] = ContextVar("db_core_settings_scope", default=_ENVIRONMENT)
 # Fields whose value must never be echoed back, not even in an error message.
-_SECRET_FIELDS = frozenset({"password", "url", "replica_urls", "databases"})
+_SECRET_FIELDS = frozenset({"password", "url", "replica_urls", "direct_url", "databases"})
 # A database name: what the DB_DATABASES__<NAME>__ variables can spell, lower-cased.
 _DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
@@ -188,6 +189,16 @@ class DatabaseSettings(BaseSettings):
         default_factory=dict,
         description='extra driver options for the URL query, as JSON such as {"key": "value"}',
     )
+    pgbouncer: PgBouncerMode | None = Field(
+        default=None,
+        description="the PgBouncer pool mode of the server DB_URL points at: transaction (no prepared statements "
+        "kept, per-transaction settings with SET LOCAL) or session (unset: no PgBouncer)",
+    )
+    direct_url: SecretStr | None = Field(
+        default=None,
+        description="a URL of the PostgreSQL server itself, for session-level work behind PgBouncer (migrations, "
+        "advisory locks); a part it leaves out (user, password, database) is DB_URL's",
+    )
     replica_urls: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(),
         description="URLs of read replicas, separated by commas (or a JSON list); a part a URL leaves out "
@@ -220,6 +231,7 @@ class DatabaseSettings(BaseSettings):
     """Named databases: once validated, each name (lower case) maps to its :class:`DatabaseSettings`."""
 
     _replicas: tuple[DatabaseSettings, ...] = PrivateAttr(default=())
+    _direct: DatabaseSettings | None = PrivateAttr(default=None)
 
     def __init__(self, **values: Any) -> None:
         token = _reading.set(_Reading())
@@ -247,6 +259,8 @@ class DatabaseSettings(BaseSettings):
             # included, and must not ride along as __context__.
             raise error
         self._replicas = tuple(self._replica(index, url) for index, url in enumerate(self.replica_urls, 1))
+        if self.direct_url is not None:
+            self._direct = self._derived(self.direct_url, "DIRECT_URL", pgbouncer=None)
         named = {name.lower(): self._named_database(name.lower(), values) for name, values in self.databases.items()}
         # The raw values may hold passwords; validated settings mask them wherever they are shown.
         object.__setattr__(self, "databases", named)
@@ -255,6 +269,11 @@ class DatabaseSettings(BaseSettings):
     def replicas(self) -> tuple[DatabaseSettings, ...]:
         """The settings of each read replica (``DB_REPLICA_URLS``), in order."""
         return self._replicas
+
+    @property
+    def direct(self) -> DatabaseSettings:
+        """The settings for session-level work: ``DB_DIRECT_URL``'s server, bypassing PgBouncer; else these."""
+        return self._direct if self._direct is not None else self
 
     @property
     def database_names(self) -> tuple[str, ...]:
@@ -275,10 +294,13 @@ class DatabaseSettings(BaseSettings):
         return named
 
     def _replica(self, index: int, url: SecretStr) -> DatabaseSettings:
-        """A replica: these settings, with the parts its URL gives replaced."""
-        inherited = self.model_dump(exclude={"url", "replica_urls", "databases"})
-        scope = _Scope(url_variable=f"{_scope.get().prefix}REPLICA_URLS (replica {index})", arguments_only=True)
-        return _derive(scope, {**inherited, "url": url})
+        return self._derived(url, f"REPLICA_URLS (replica {index})")
+
+    def _derived(self, url: SecretStr, variable: str, **overrides: Any) -> DatabaseSettings:
+        """Another server of this database: these settings, with the parts its URL gives replaced."""
+        inherited = self.model_dump(exclude={"url", "replica_urls", "direct_url", "databases"})
+        scope = _Scope(url_variable=f"{_scope.get().prefix}{variable}", arguments_only=True)
+        return _derive(scope, {**inherited, **overrides, "url": url})
 
     def _named_database(self, name: str, values: Any) -> DatabaseSettings:
         if isinstance(values, DatabaseSettings):
@@ -338,7 +360,7 @@ class DatabaseSettings(BaseSettings):
     def _normalise_type(cls, value: str | None) -> str | None:
         return value.strip().lower() or None if value is not None else None
 
-    @field_validator("url")
+    @field_validator("url", "direct_url")
     @classmethod
     def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db_core import DBConnector
@@ -24,10 +26,31 @@ class PostgresConnector(DBConnector):
     drivername = "postgresql+asyncpg"
     api_version = "1.0"
     default_port = 5432
+    supports_pgbouncer = True
 
     def is_closed(self, dbapi_connection: Any) -> bool:
         """Asyncpg's own ``is_closed()``: the server hung up or the connection was terminated (no round trip)."""
         return bool(dbapi_connection.driver_connection.is_closed())
+
+    def setup_engine(self, engine: AsyncEngine) -> None:
+        """Behind PgBouncer in transaction mode: the statement timeout set with ``SET LOCAL`` in each transaction.
+
+        PgBouncer 1.18 refuses it as a startup parameter, and a plain ``SET``
+        would stay on the server connection for the next client.
+        """
+        timeout = self.settings.statement_timeout_seconds
+        if self.settings.pgbouncer != "transaction" or timeout is None:
+            return
+        statement = f"SET LOCAL statement_timeout = {_milliseconds(timeout)}"
+
+        def set_local(connection: Connection) -> None:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+
+        event.listen(engine.sync_engine, "begin", set_local)
 
     def is_transient(self, error: BaseException) -> bool:
         """SQLSTATE 40001 (serialization failure) and 40P01 (deadlock): the server rolled the transaction back."""
@@ -58,12 +81,18 @@ class PostgresConnector(DBConnector):
         server_settings: dict[str, str] = {}
         if s.application_name:
             server_settings["application_name"] = s.application_name
-        if s.statement_timeout_seconds is not None:
+        if s.statement_timeout_seconds is not None and s.pgbouncer != "transaction":
             # The server stops the statement itself (and the connection stays usable),
             # where asyncpg's client-side command_timeout would abandon the connection.
-            server_settings["statement_timeout"] = str(max(1, round(s.statement_timeout_seconds * 1000)))
+            server_settings["statement_timeout"] = _milliseconds(s.statement_timeout_seconds)
         if server_settings:
             args["server_settings"] = server_settings
+        if s.pgbouncer == "transaction":
+            # Each transaction may run on another server connection, shared with other clients:
+            # no statement may stay prepared under a name, in asyncpg's cache or SQLAlchemy's.
+            args["statement_cache_size"] = 0
+            args["prepared_statement_cache_size"] = 0
+            args["prepared_statement_name_func"] = _statement_name
         if s.ssl_mode == "disable":
             args["ssl"] = False
         elif s.ssl_mode == "prefer":
@@ -83,6 +112,16 @@ class PostgresConnector(DBConnector):
 
 
 _TRANSIENT = frozenset({"40001", "40P01"})
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+def _statement_name() -> str:
+    # Unique across every client of a PgBouncer server connection.
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
 
 _MAX_CONNECTIONS = text(
     "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
