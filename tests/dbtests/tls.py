@@ -1,35 +1,25 @@
-"""Certificates made by the test, and a throwaway MariaDB that serves TLS with them.
+"""Certificates made by the test, and throwaway servers that serve TLS with them.
 
 :func:`make_certificates` writes a CA, a server certificate for ``localhost``
 only (so ``127.0.0.1`` is the "wrong host name" of the same server), a client
 certificate, a second, unrelated CA, and some unusable files.
-:class:`MariaDBServer` is a ``mariadbd`` of the test's own
-(``mariadb-install-db`` into a fresh datadir, a free port, its own socket),
-started with those certificates or without TLS; real users with passwords, no
-``--skip-grant-tables``. The PostgreSQL counterpart is
+:func:`mariadb_server` starts a :class:`~dbtests.servers.MariaDBServer` with
+those certificates or without TLS; the PostgreSQL counterpart is
 :func:`dbtests.servers.postgres_cluster` with :func:`postgres_tls`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
 import struct
-import subprocess
-import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from db_core import DatabaseSettings
 from db_core.testing.relay import Relay
-from dbtests.servers import _os_user, free_port, mysql_statements, run_coroutine, unavailable
+from dbtests.servers import MariaDBServer, mariadb
 
 SERVER_NAME = "localhost"
 CLIENT_NAME = "db_test_client"
@@ -110,145 +100,11 @@ def postgres_tls(certs: Certificates) -> dict[str, Any]:
     }
 
 
-class MariaDBServer:
-    """A MariaDB of the test's own on ``127.0.0.1:<free port>``, with TLS from :class:`Certificates` (``None``: no TLS).
-
-    The administrator is :attr:`admin_user` with :attr:`admin_password`
-    (created by an ``--init-file`` at start); :meth:`admin` runs statements as
-    that user over plain TCP.
-    """
-
-    host = "127.0.0.1"
-
-    def __init__(self, certs: Certificates | None) -> None:
-        mariadbd = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/usr/local/sbin")
-        install_db = shutil.which("mariadb-install-db")
-        if not mariadbd or not install_db:
-            unavailable("no mariadbd / mariadb-install-db to start a MariaDB of the test's own")
-            raise AssertionError("unreachable: unavailable() raises")
-        self.mariadbd = mariadbd
-        self._as_user, owner = _os_user("mysql")
-        self.root = Path(tempfile.mkdtemp(prefix="db_test_mariadb_"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.admin_user = "db_test_admin"
-        self.admin_password = uuid.uuid4().hex
-        self.process: subprocess.Popen[bytes] | None = None
-        (self.root / "init.sql").write_text(
-            f"CREATE USER IF NOT EXISTS '{self.admin_user}'@'%' IDENTIFIED BY '{self.admin_password}';\n"
-            f"GRANT ALL PRIVILEGES ON *.* TO '{self.admin_user}'@'%' WITH GRANT OPTION;\n"
-        )
-        # Copies next to the datadir: the test's own temp dirs are private to the user running pytest.
-        files = _server_files(certs) if certs is not None else {}
-        self.tls = {name: Path(shutil.copy(source, self.root / name)) for name, source in files.items()}
-        (self.root / "init.sql").chmod(0o600)
-        if "server.key" in self.tls:
-            self.tls["server.key"].chmod(0o600)
-        if owner:
-            for path in self.root.iterdir():
-                os.chown(path, *owner)
-            os.chown(self.root, *owner)
-        user = ["--user=mysql"] if owner else []
-        result = subprocess.run(
-            [
-                install_db,
-                "--no-defaults",
-                f"--datadir={self.data}",
-                *user,
-                "--skip-test-db",
-            ],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            shutil.rmtree(self.root, ignore_errors=True)
-            raise AssertionError(f"mariadb-install-db failed:\n{result.stdout}\n{result.stderr}")
-
-    def start(self) -> None:
-        """Start ``mariadbd`` and wait until the administrator can log in."""
-        log = self.root / "error.log"
-        command = [
-            self.mariadbd,
-            "--no-defaults",
-            f"--datadir={self.data}",
-            f"--socket={self.root / 'mysqld.sock'}",
-            f"--pid-file={self.root / 'mysqld.pid'}",
-            f"--log-error={log}",
-            f"--port={self.port}",
-            "--bind-address=127.0.0.1",
-            "--skip-name-resolve",
-            f"--init-file={self.root / 'init.sql'}",
-            "--innodb-buffer-pool-size=16M",
-            "--innodb-log-file-size=8M",
-            "--performance-schema=OFF",
-        ]
-        if self.tls:
-            command += [f"--ssl-ca={self.tls['ca.pem']}", f"--ssl-cert={self.tls['server.crt']}"]
-            command.append(f"--ssl-key={self.tls['server.key']}")
-        if self._as_user:
-            command.append("--user=mysql")
-        self.process = subprocess.Popen(command, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                run_coroutine(self.admin("SELECT 1"))
-                return
-            except Exception as exc:
-                last = exc
-                time.sleep(0.2)
-        text = log.read_text(errors="replace") if log.exists() else ""
-        self.remove()
-        raise AssertionError(f"mariadbd did not start ({last!r}):\n{text[-3000:]}")
-
-    def remove(self) -> None:
-        """Stop the server if it runs and delete its files."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    async def admin(self, *statements: str) -> list[Any]:
-        """Run ``statements`` as the administrator (plain TCP); returns the last one's rows."""
-        return await mysql_statements(
-            statements, host=self.host, port=self.port, user=self.admin_user, password=self.admin_password
-        )
-
-    def settings(self, **overrides: Any) -> DatabaseSettings:
-        """Settings that log in as the administrator (override ``user``, ``password``, ``host``...)."""
-        values: dict[str, Any] = {
-            "type": "mysql",
-            "host": self.host,
-            "port": self.port,
-            "user": self.admin_user,
-            "password": self.admin_password,
-            "name": "mysql",
-            "connect_timeout_seconds": 5,
-            "_env_file": None,
-        }
-        values.update(overrides)
-        return DatabaseSettings(**values)
-
-
 @contextmanager
 def mariadb_server(certs: Certificates | None) -> Iterator[MariaDBServer]:
-    """A started :class:`MariaDBServer`, removed afterwards."""
-    server = MariaDBServer(certs)
-    try:
-        server.start()
+    """A started :class:`~dbtests.servers.MariaDBServer`, with TLS from ``certs`` unless ``None``; removed after."""
+    with mariadb(files=_server_files(certs) if certs is not None else None) as server:
         yield server
-    finally:
-        server.remove()
 
 
 # --- a man in the middle ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -132,7 +133,9 @@ class ReplicaSet:
             return
         replica.lag_seconds = lag_seconds
         limit = self.settings.replica_max_lag_seconds
-        if lag_seconds is not None and lag_seconds > limit:
+        if lag_seconds is not None and math.isinf(lag_seconds):
+            self._set(index, False, "its replication is not running (stopped or broken)")
+        elif lag_seconds is not None and lag_seconds > limit:
             self._set(index, False, f"{lag_seconds:.1f} s behind the primary (DB_REPLICA_MAX_LAG_SECONDS={limit:g})")
         elif started > replica.failed_at:
             self._set(index, True, "usable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ import aiomysql
 from aiomysql.connection import CLIENT  # pymysql.constants.CLIENT, without pymysql stubs for mypy
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db_core import DBConnector
@@ -22,6 +24,7 @@ __all__ = ["MySQLConnector", "__version__"]
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _TRANSIENT = frozenset({1213, 1205})
+_ER_SPECIFIC_ACCESS_DENIED = 1227
 
 
 class MySQLConnector(DBConnector):
@@ -56,6 +59,25 @@ class MySQLConnector(DBConnector):
         """
         args: tuple[object, ...] = getattr(error, "args", ())
         return bool(args) and args[0] in _TRANSIENT
+
+    async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
+        """``Seconds_Behind_Master`` of ``SHOW SLAVE STATUS``; infinite while replication is stopped or broken.
+
+        ``None`` on a server that replicates from nothing, or when the user may
+        not look (it needs the REPLICATION CLIENT or SLAVE MONITOR privilege):
+        then only reachability is checked.
+        """
+        try:
+            result = await connection.exec_driver_sql("SHOW SLAVE STATUS")
+        except DBAPIError as exc:
+            if exc.orig is not None and exc.orig.args[:1] == (_ER_SPECIFIC_ACCESS_DENIED,):
+                return None
+            raise
+        row = result.mappings().first()
+        if row is None:
+            return None
+        lag = row.get("Seconds_Behind_Master")
+        return math.inf if lag is None else float(lag)
 
     async def max_connections(self, connection: AsyncConnection) -> int | None:
         """``@@max_connections`` (one more is kept for a user with SUPER or CONNECTION ADMIN)."""
