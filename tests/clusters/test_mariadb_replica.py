@@ -6,7 +6,6 @@ Each server is told apart by its own identity: ``@@server_id``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import db_core.engine
 from db_core import READ_ONLY_NOTE, DatabaseSettings, UnitOfWork, configure, dispose_engine
+from dbtests.replicas import in_fresh_context
 from dbtests.servers import MariaDBServer, run_coroutine
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mysql]
@@ -93,11 +93,6 @@ async def read_unit() -> int:
         await session.execute(text("SELECT count(*) FROM item"))
         assert await server_id(session) == first, "one unit of work ran on two servers"
         return first
-
-
-async def in_fresh_context(coro: Any) -> Any:
-    """Run ``coro`` as a task that has not written anything (another request, another worker)."""
-    return await asyncio.create_task(coro, context=contextvars.Context())
 
 
 async def test_reads_go_to_the_replica_and_writes_to_the_primary(configured: Servers) -> None:

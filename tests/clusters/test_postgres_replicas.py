@@ -7,7 +7,6 @@ three listen on 127.0.0.1) and ``pg_is_in_recovery()``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import re
@@ -41,6 +40,7 @@ from db_core import (
     run_transaction,
 )
 from db_fastapi import ReadOnlyTransactionDep, TransactionDep, db_lifespan
+from dbtests.replicas import in_fresh_context
 from dbtests.servers import PostgresCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -118,11 +118,6 @@ async def read_unit() -> int:
     """A read-only unit of work of :func:`read_work`."""
     async with UnitOfWork(read_only=True) as session:
         return await read_work(session)
-
-
-async def in_fresh_context(coro: Any) -> Any:
-    """Run ``coro`` as a task that has not written anything (another request, another worker)."""
-    return await asyncio.create_task(coro, context=contextvars.Context())
 
 
 async def replicated(servers: Servers, name: str) -> None:

@@ -17,13 +17,14 @@ import sys
 from sqlalchemy import text
 
 from db_core import UnitOfWork, get_settings
+from dbtests.queries import OWN_ID
 
 CONNECTIONS = 3
 
 
 async def connection_ids() -> list[int]:
     """The server's ids of the connections ``CONNECTIONS`` concurrent units of work used."""
-    query = text("SELECT pg_backend_pid()" if get_settings().type == "postgres" else "SELECT CONNECTION_ID()")
+    query = text(OWN_ID[get_settings().type or ""])
 
     async def one() -> int:
         async with UnitOfWork() as session:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from db_core import get_settings
 from db_fastapi import TransactionDep, db_lifespan
+from dbtests.queries import OWN_ID
 
 app = FastAPI(lifespan=db_lifespan())
 
@@ -20,5 +21,5 @@ app = FastAPI(lifespan=db_lifespan())
 @app.get("/who")
 async def who(session: TransactionDep) -> dict[str, int]:
     """This worker's pid and the database connection's id."""
-    query = "SELECT pg_backend_pid()" if get_settings().type == "postgres" else "SELECT CONNECTION_ID()"
-    return {"worker": os.getpid(), "connection": int(await session.scalar(text(query)) or 0)}
+    query = text(OWN_ID[get_settings().type or ""])
+    return {"worker": os.getpid(), "connection": int(await session.scalar(query) or 0)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import sys
@@ -144,7 +145,8 @@ def _check_server(server: _Server, workers: int, *, show_names: bool) -> int:
         print(f"server:     {result.backend} {result.server_version}")
         print(f"round trip: {result.round_trip_seconds * 1000:.2f} ms")
         if lag is not None:
-            print(f"lag:        {lag:.1f} s (DB_REPLICA_MAX_LAG_SECONDS={settings.replica_max_lag_seconds:g})")
+            behind = "replication is not running" if math.isinf(lag) else f"{lag:.1f} s"
+            print(f"lag:        {behind} (DB_REPLICA_MAX_LAG_SECONDS={settings.replica_max_lag_seconds:g})")
         budget = workers * server.per_worker
         print(f"connections: up to {budget} ({_budget(server, workers)}) of the server's {limit or 'unknown'}")
         if limit is not None and budget > limit:
