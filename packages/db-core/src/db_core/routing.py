@@ -184,19 +184,14 @@ class Router:
         """The settings of the database routed."""
         return self.replica_set.settings
 
-    def choose(self, exclude: AsyncEngine | None = None) -> AsyncEngine:
+    def choose(self) -> AsyncEngine:
         """The engine for a new read-only unit of work."""
         s = self.settings
         if _wrote_within(self.replica_set.database, s.read_your_writes_seconds):
             return self.primary
         index = self.replica_set.pick()
-        if index is not None and self.replicas[index] is not exclude:
-            return self.replicas[index]
         if index is not None:
-            # The one just left is the only one usable: it has not been marked yet, try the next.
-            index = self.replica_set.pick()
-            if index is not None and self.replicas[index] is not exclude:
-                return self.replicas[index]
+            return self.replicas[index]
         if s.replica_fallback == "error":
             raise NoReplicaAvailableError(self.replica_set.database, self.replica_set.states())
         return self.primary
@@ -213,7 +208,7 @@ class Router:
             return False
         self.replica_set.failed(index, error)
         await AsyncSession.rollback(session)  # forget the transaction begun on the unreachable server
-        session.sync_session.bind = self.choose(exclude=self.replicas[index]).sync_engine
+        session.sync_session.bind = self.choose().sync_engine  # the failed one is out of the rotation now
         return True
 
     def watch(self) -> None:
