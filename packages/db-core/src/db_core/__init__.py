@@ -16,6 +16,7 @@ from db_core.engine import (
     get_sessionmaker,
     get_settings,
     has_replicas,
+    join_transaction,
 )
 from db_core.errors import (
     AmbiguousConnectorError,
@@ -83,6 +84,7 @@ __all__ = [
     "get_settings",
     "has_replicas",
     "in_unit_of_work",
+    "join_transaction",
     "ping",
     "register_connector",
     "resolve_connector",

@@ -15,10 +15,11 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from db_core.connector import DBConnector
 from db_core.errors import ConfigurationError
@@ -36,6 +37,7 @@ __all__ = [
     "get_sessionmaker",
     "get_settings",
     "has_replicas",
+    "join_transaction",
 ]
 
 AsyncSessionMaker = async_sessionmaker[AsyncSession]
@@ -55,6 +57,8 @@ class _LoopEngine:
     router: Router | None = None
     # Made by the first get_engine(direct=True) on this loop, when DB_DIRECT_URL is set.
     direct: AsyncEngine | None = None
+    # Set by join_transaction(): every session of this loop joins one connection's transaction.
+    joined: AsyncSessionMaker | None = None
 
     def engines(self) -> list[AsyncEngine]:
         """Every engine of this loop: the primary's, the direct one, and once routed the replicas'."""
@@ -164,6 +168,8 @@ def get_sessionmaker(database: str | None = None, *, read_only: bool = False) ->
     (``DB_READ_YOUR_WRITES_SECONDS``).
     """
     entry = _get_loop_engine(database)
+    if entry.joined is not None:
+        return entry.joined
     if not read_only:
         return entry.sessionmaker
     if entry.read_only is None:
@@ -171,6 +177,29 @@ def get_sessionmaker(database: str | None = None, *, read_only: bool = False) ->
             if entry.read_only is None:
                 entry.read_only = _read_only_sessionmaker(_database_locked(database), entry)
     return entry.read_only
+
+
+@contextmanager
+def join_transaction(connection: AsyncConnection, database: str | None = None) -> Iterator[AsyncSessionMaker]:
+    """Make every session of ``database`` on the running loop join ``connection``'s open transaction.
+
+    For tests that roll back everything at the end: inside the block,
+    :func:`get_sessionmaker` (so :class:`~db_core.UnitOfWork` and the FastAPI
+    dependencies, read-only or not) makes sessions bound to ``connection``
+    whose commits and rollbacks are SAVEPOINTs (SQLAlchemy's "joining a
+    session into an external transaction"); the outer transaction stays the
+    caller's to roll back. Yields that sessionmaker. Engines used directly
+    (``get_engine().connect()``) are not affected.
+    """
+    entry = _get_loop_engine(database)
+    joined = AsyncSessionMaker(
+        bind=connection, class_=DBSession, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+    previous, entry.joined = entry.joined, joined
+    try:
+        yield joined
+    finally:
+        entry.joined = previous
 
 
 def has_replicas(database: str | None = None) -> bool:

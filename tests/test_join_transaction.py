@@ -1,0 +1,93 @@
+"""``join_transaction``: code that commits, inside a test's transaction that is rolled back, on every backend.
+
+The pattern a test fixture builds on: one connection, one outer transaction;
+the code under test commits through ``UnitOfWork`` or the FastAPI
+dependencies, catches an ``IntegrityError`` and goes on, nests units; at the
+end the outer transaction is rolled back and nothing it did remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+import httpx2
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db_core import UnitOfWork, get_engine, join_transaction
+from db_fastapi import ReadOnlyTransactionDep, SessionDep, TransactionDep
+
+
+async def count_users(schema: SimpleNamespace) -> int:
+    """How many users another connection sees: what was really committed."""
+    async with get_engine().connect() as connection:
+        return int(await connection.scalar(select(func.count()).select_from(schema.User)) or 0)
+
+
+@pytest.fixture
+async def joined(schema: SimpleNamespace) -> AsyncIterator[AsyncSession]:
+    """A session in an outer transaction that every unit of work of the test joins; rolled back after."""
+    async with get_engine().connect() as connection:
+        outer = await connection.begin()
+        with join_transaction(connection) as sessionmaker:
+            async with sessionmaker() as session:
+                yield session
+        await outer.rollback()
+    assert await count_users(schema) == 0, "the test's rows outlived its rollback"
+
+
+async def test_commits_through_units_of_work_are_rolled_back(schema: SimpleNamespace, joined: AsyncSession) -> None:
+    async with UnitOfWork() as session:
+        session.add(schema.User(name="committed"))
+    async with UnitOfWork() as session:  # a later unit sees the earlier one's commit
+        async with UnitOfWork() as nested:  # a savepoint in its session
+            nested.add(schema.User(name="nested"))
+        with pytest.raises(ZeroDivisionError):
+            async with UnitOfWork() as failed:
+                failed.add(schema.User(name="undone"))
+                await failed.flush()
+                1 / 0  # noqa: B018
+        names = (await session.scalars(select(schema.User.name).order_by(schema.User.name))).all()
+    assert list(names) == ["committed", "nested"]
+    assert await joined.scalar(select(func.count()).select_from(schema.User)) == 2
+
+
+async def test_a_caught_integrity_error_leaves_the_test_usable(schema: SimpleNamespace, joined: AsyncSession) -> None:
+    async with UnitOfWork() as session:
+        session.add(schema.User(name="taken"))
+    with pytest.raises(sa_exc.IntegrityError):
+        async with UnitOfWork() as session:
+            session.add(schema.User(name="taken"))
+    async with UnitOfWork() as session:
+        session.add(schema.User(name="after"))
+    async with UnitOfWork(read_only=True) as session:
+        assert await session.scalar(select(func.count()).select_from(schema.User)) == 2
+
+
+async def test_fastapi_dependencies_join_the_test_transaction(schema: SimpleNamespace, joined: AsyncSession) -> None:
+    app = FastAPI()
+
+    @app.post("/users/{name}", status_code=201)
+    async def create(name: str, session: TransactionDep) -> None:
+        session.add(schema.User(name=name))
+
+    @app.post("/by-hand/{name}", status_code=201)
+    async def by_hand(name: str, session: SessionDep) -> None:
+        session.add(schema.User(name=name))
+        await session.commit()
+
+    @app.get("/count")
+    async def count(session: ReadOnlyTransactionDep) -> int:
+        return int(await session.scalar(select(func.count()).select_from(schema.User)) or 0)
+
+    # The app runs on the test's own event loop (no TestClient thread), so it sees the joined sessions.
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.post("/users/ada")).status_code == 201
+        assert (await client.post("/by-hand/alan")).status_code == 201
+        assert (await client.get("/count")).json() == 2
+    assert await joined.scalar(select(func.count()).select_from(schema.User)) == 2
