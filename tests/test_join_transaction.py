@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import httpx2
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db_core import UnitOfWork, get_engine, join_transaction
+from db_core import DatabaseSettings, UnitOfWork, UnitOfWorkError, get_engine, join_transaction
 from db_fastapi import ReadOnlyTransactionDep, SessionDep, TransactionDep
 
 
@@ -38,6 +38,9 @@ async def joined(schema: SimpleNamespace) -> AsyncIterator[AsyncSession]:
                 yield session
         await outer.rollback()
     assert await count_users(schema) == 0, "the test's rows outlived its rollback"
+    async with get_engine().connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert "made_in_a_test" not in tables
 
 
 async def test_commits_through_units_of_work_are_rolled_back(schema: SimpleNamespace, joined: AsyncSession) -> None:
@@ -91,3 +94,25 @@ async def test_fastapi_dependencies_join_the_test_transaction(schema: SimpleName
         assert (await client.post("/by-hand/alan")).status_code == 201
         assert (await client.get("/count")).json() == 2
     assert await joined.scalar(select(func.count()).select_from(schema.User)) == 2
+
+
+async def test_ddl_that_would_commit_the_test_s_transaction_is_refused(
+    schema: SimpleNamespace, joined: AsyncSession, db: DatabaseSettings
+) -> None:
+    async with UnitOfWork() as session:
+        session.add(schema.User(name="before-ddl"))
+    create = text("CREATE TABLE made_in_a_test (id INT)")
+    if db.type == "mysql":
+        # MariaDB would commit "before-ddl" for good before creating the table: refused, not run.
+        with pytest.raises(UnitOfWorkError, match="commits implicitly before DDL") as refused:
+            async with UnitOfWork() as session:
+                await session.execute(create)
+        assert "CREATE TABLE made_in_a_test" in str(refused.value)
+        async with UnitOfWork() as session:  # a temporary table commits nothing
+            await session.execute(text("CREATE TEMPORARY TABLE scratch (id INT)"))
+            await session.execute(text("DROP TEMPORARY TABLE scratch"))
+    else:
+        async with UnitOfWork() as session:  # transactional DDL: rolled back with the rest
+            await session.execute(create)
+    assert await joined.scalar(select(func.count()).select_from(schema.User)) == 1
+    # The fixture's teardown checks that "before-ddl" did not survive the rollback.

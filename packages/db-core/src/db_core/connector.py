@@ -182,6 +182,15 @@ class DBConnector:
         """
         return False
 
+    def commits_implicitly(self, statement: str) -> bool:
+        """Whether the server commits the open transaction before running ``statement`` (DDL on MySQL).
+
+        :func:`~db_core.join_transaction` refuses such a statement: it would
+        make a test's rolled-back transaction keep everything written before it.
+        Default: ``False`` (DDL is transactional, as on PostgreSQL and SQLite).
+        """
+        return False
+
     async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
         """How many seconds the replica ``connection`` is on lags behind its primary; ``None``: not known.
 

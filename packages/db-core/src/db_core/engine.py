@@ -18,11 +18,13 @@ import weakref
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from db_core.connector import DBConnector
-from db_core.errors import ConfigurationError
+from db_core.errors import ConfigurationError, UnitOfWorkError
 from db_core.registry import get_connector
 from db_core.routing import ReplicaSet, RoutedSessionMaker, Router, read_only_engine
 from db_core.session import DBSession
@@ -190,16 +192,36 @@ def join_transaction(connection: AsyncConnection, database: str | None = None) -
     session into an external transaction"); the outer transaction stays the
     caller's to roll back. Yields that sessionmaker. Engines used directly
     (``get_engine().connect()``) are not affected.
+
+    A statement the server would commit implicitly before running (DDL on
+    MySQL and MariaDB) raises :class:`~db_core.errors.UnitOfWorkError` instead
+    of running: it would end the outer transaction, and the rollback would
+    keep everything written before it.
     """
     entry = _get_loop_engine(database)
+    connector = _get_database(database).connector
     joined = AsyncSessionMaker(
         bind=connection, class_=DBSession, expire_on_commit=False, join_transaction_mode="create_savepoint"
     )
+
+    def refuse_implicit_commit(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if connector.commits_implicitly(statement):
+            first = statement.strip().splitlines()[0][:80]
+            raise UnitOfWorkError(
+                f"{first!r} would commit the test's transaction: {connector.name} commits implicitly before DDL, "
+                "so the rollback at the end of the test would keep every row written before it. Create the "
+                "schema before the test's transaction begins (a fixture), or use a temporary table"
+            )
+
+    sync_connection = connection.sync_connection
+    assert sync_connection is not None
+    event.listen(sync_connection, "before_cursor_execute", refuse_implicit_commit)
     previous, entry.joined = entry.joined, joined
     try:
         yield joined
     finally:
         entry.joined = previous
+        event.remove(sync_connection, "before_cursor_execute", refuse_implicit_commit)
 
 
 def has_replicas(database: str | None = None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,14 @@ __all__ = ["MySQLConnector", "__version__"]
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _TRANSIENT = frozenset({1213, 1205})
 _ER_SPECIFIC_ACCESS_DENIED = 1227
+# Statements after which the transaction is over (MariaDB's "Statements that cause an implicit commit").
+_SKIP = r"\A(?:\s|--[^\n]*\n|/\*(?:[^*]|\*(?!/))*\*/)*"
+_IMPLICIT_COMMIT = re.compile(
+    _SKIP + r"(?:CREATE|ALTER|DROP|RENAME|TRUNCATE|GRANT|REVOKE|(?:UN)?LOCK\s+TABLES?"
+    r"|(?:ANALYZE|OPTIMIZE|REPAIR)\s+TABLE)\b",
+    re.IGNORECASE,
+)
+_TEMPORARY = re.compile(_SKIP + r"(?:CREATE|DROP)\s+TEMPORARY\b", re.IGNORECASE)
 
 
 class MySQLConnector(DBConnector):
@@ -82,6 +91,13 @@ class MySQLConnector(DBConnector):
     async def max_connections(self, connection: AsyncConnection) -> int | None:
         """``@@max_connections`` (one more is kept for a user with SUPER or CONNECTION ADMIN)."""
         return int(await connection.scalar(text("SELECT @@max_connections")) or 0) or None
+
+    def commits_implicitly(self, statement: str) -> bool:
+        """DDL, account and lock statements: MySQL and MariaDB commit the open transaction before them.
+
+        ``CREATE``/``DROP TEMPORARY TABLE`` do not.
+        """
+        return bool(_IMPLICIT_COMMIT.match(statement)) and not _TEMPORARY.match(statement)
 
     def is_closed(self, dbapi_connection: Any) -> bool:
         """Whether the server has hung up: something arrived while the connection was idle (no round trip).
