@@ -44,6 +44,12 @@ def galera_options(listen: int, cluster: str, *, bootstrap: bool = False) -> lis
     return [*options, "--wsrep-new-cluster"] if bootstrap else options
 
 
+async def has_counter_row(node: MariaDBServer) -> bool:
+    """Whether ``node`` has applied the fixture's last statement (the table may not even exist yet)."""
+    tables = await node.admin("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app'")
+    return tables[0][0] == 2 and bool(await node.admin("SELECT 1 FROM app.counter WHERE id = 1"))
+
+
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[tuple[MariaDBServer, MariaDBServer]]:
     if not PROVIDER.exists():
@@ -70,6 +76,11 @@ def nodes() -> Iterator[tuple[MariaDBServer, MariaDBServer]]:
                 "INSERT INTO app.counter VALUES (1, 0)",
             )
         )
+        # Galera applies the first node's writes on the second one asynchronously: wait for them.
+        deadline = time.monotonic() + 30
+        while not run_coroutine(has_counter_row(second)):
+            assert time.monotonic() < deadline, "the second node did not apply the schema"
+            time.sleep(0.1)
         yield first, second
     finally:
         if second is not None:

@@ -41,7 +41,7 @@ from db_core import (
 )
 from db_fastapi import ReadOnlyTransactionDep, TransactionDep, db_lifespan
 from dbtests.replicas import in_fresh_context
-from dbtests.servers import PostgresCluster
+from dbtests.servers import PostgresCluster, run_coroutine
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
@@ -81,7 +81,9 @@ def servers() -> Iterator[Servers]:
             standby.start()
             started.append(standby)
             standbys.append(standby)
-        asyncio.run(primary.admin("CREATE TABLE item (id serial PRIMARY KEY, name text UNIQUE)"))
+        run_coroutine(primary.admin("CREATE TABLE item (id serial PRIMARY KEY, name text UNIQUE)"))
+        for standby in standbys:  # replayed everywhere before the first read
+            run_coroutine(wait_for(standby, "SELECT to_regclass('item') IS NOT NULL", "the table"))
         yield Servers(primary, standbys)
     finally:
         for cluster in reversed(started):
@@ -120,15 +122,20 @@ async def read_unit() -> int:
         return await read_work(session)
 
 
+async def wait_for(standby: PostgresCluster, query: str, what: str) -> None:
+    """Wait (up to 10 s) until ``query`` returns true on ``standby``."""
+    for _ in range(200):
+        rows = await standby.admin(query)
+        if rows and rows[0][0]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"standby {standby.port} did not replay {what}")
+
+
 async def replicated(servers: Servers, name: str) -> None:
     """Wait until both standbys have replayed the row ``name``."""
     for standby in servers.standbys:
-        for _ in range(100):
-            if await standby.admin(f"SELECT 1 FROM item WHERE name = '{name}'"):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"standby {standby.port} did not replay {name!r}")
+        await replicated_one(standby, name)
 
 
 async def test_reads_are_spread_over_the_standbys_and_writes_go_to_the_primary(configured: Servers) -> None:
@@ -203,11 +210,7 @@ async def test_read_your_writes_and_a_lagging_standby_leaves_the_rotation(config
 
 
 async def replicated_one(standby: PostgresCluster, name: str) -> None:
-    for _ in range(100):
-        if await standby.admin(f"SELECT 1 FROM item WHERE name = '{name}'"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"standby {standby.port} did not replay {name!r}")
+    await wait_for(standby, f"SELECT count(*) > 0 FROM item WHERE name = '{name}'", repr(name))
 
 
 class SilentServer:
