@@ -6,16 +6,13 @@ import argparse
 import asyncio
 import math
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError
-
 from db_core.__about__ import __version__
 from db_core.connector import DBConnector
-from db_core.errors import ConnectorLoadError, DBError
+from db_core.errors import ConnectorLoadError, DBError, describe_cause
 from db_core.health import ping
 from db_core.registry import ConnectorInfo, available_connectors, get_connector
 from db_core.settings import DatabaseSettings
@@ -183,6 +180,4 @@ def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
         if str(exc):  # a connector's own message, naming the server and the setting
             return str(exc).splitlines()[0]
         return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    text = re.sub(r"<class '[\w.]+'>: ", "", str(cause)).strip() or type(cause).__name__
-    return f"{type(cause).__name__}: {text.splitlines()[0]}"
+    return describe_cause(exc)

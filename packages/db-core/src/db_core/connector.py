@@ -169,8 +169,28 @@ class DBConnector:
         before each transaction (standard SQL; MySQL and MariaDB), one round trip.
         """
         read_only = engine.execution_options()  # its own events, the same pool
-        event.listen(read_only.sync_engine, "begin", _set_transaction_read_only)
+        self.execute_at_begin(read_only, "SET TRANSACTION READ ONLY")
         return read_only
+
+    @staticmethod
+    def execute_at_begin(engine: AsyncEngine, statement: str) -> None:
+        """Send ``statement`` at the start of every transaction of ``engine``, before its first statement.
+
+        For per-transaction settings (``SET TRANSACTION ...``, ``SET LOCAL ...``) in
+        :meth:`read_only_engine` or :meth:`setup_engine`; it runs on the DBAPI
+        cursor, since SQLAlchemy is still beginning the transaction. It costs
+        a round trip per transaction, and every statement of ``engine`` then
+        dispatches connection events.
+        """
+
+        def begin(connection: Connection) -> None:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+
+        event.listen(engine.sync_engine, "begin", begin)
 
     def is_transient(self, error: BaseException) -> bool:
         """Whether ``error`` (the driver's exception) means the whole transaction may simply be run again.
@@ -341,15 +361,6 @@ LOST_CONNECTION_NOTE = (
     "db_core: the connection to the database was lost (the server closed or killed it, or the network "
     "dropped it); it has been discarded, and the next checkout gets a new connection"
 )
-
-
-def _set_transaction_read_only(connection: Connection) -> None:
-    # The DBAPI cursor, not connection.exec_driver_sql(): this runs while the transaction begins.
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute("SET TRANSACTION READ ONLY")
-    finally:
-        cursor.close()
 
 
 def _note_lost_connection(context: ExceptionContext) -> None:

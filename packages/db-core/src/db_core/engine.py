@@ -270,8 +270,13 @@ def _settings_locked() -> DatabaseSettings:
     return _settings
 
 
+def _key(name: str | None) -> str:
+    """The key of database ``name``: names are case-insensitive, ``None`` is the default one."""
+    return name.lower() if name else DEFAULT_DATABASE
+
+
 def _get_database(name: str | None) -> _Database:
-    database = _databases.get(name.lower() if name else DEFAULT_DATABASE)
+    database = _databases.get(_key(name))
     if database is not None:
         return database
     with _lock:
@@ -279,7 +284,7 @@ def _get_database(name: str | None) -> _Database:
 
 
 def _database_locked(name: str | None) -> _Database:
-    key = (name or DEFAULT_DATABASE).lower()
+    key = _key(name)
     database = _databases.get(key)
     if database is None:
         settings = _settings_locked().database(key)
@@ -302,7 +307,7 @@ def _drop_databases() -> None:
 def _get_loop_engine(name: str | None) -> _LoopEngine:
     loop = _running_loop()
     key = id(loop) if loop is not None else _NO_LOOP
-    database = _databases.get(name.lower() if name else DEFAULT_DATABASE)
+    database = _databases.get(_key(name))
     if database is not None:
         entry = database.engines.get(key)
         if entry is not None and (entry.loop is None or entry.loop() is loop):

@@ -6,6 +6,8 @@ and how to fix it, and never contains a password.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
@@ -20,7 +22,19 @@ __all__ = [
     "PoolExhaustedError",
     "UnitOfWorkError",
     "UnknownDatabaseError",
+    "describe_cause",
 ]
+
+
+def describe_cause(exc: BaseException) -> str:
+    """``Type: first line`` of the driver's own error behind ``exc``, without SQLAlchemy's wrapping.
+
+    asyncpg's adapter puts the class name before the message; it is removed.
+    For logs and one-line reports (``db check``, replica states, retries).
+    """
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    text = re.sub(r"<class '[\w.]+'>: ", "", str(cause)).strip() or type(cause).__name__
+    return f"{type(cause).__name__}: {text.splitlines()[0]}"
 
 
 class DBError(Exception):

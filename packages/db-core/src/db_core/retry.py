@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db_core.engine import get_connector_instance
-from db_core.errors import UnitOfWorkError
+from db_core.errors import UnitOfWorkError, describe_cause
 from db_core.unit_of_work import UnitOfWork, in_unit_of_work
 
 __all__ = ["run_transaction"]
@@ -85,14 +84,8 @@ async def run_transaction(
                 "transaction attempt %d of %d failed (%s); running it again in %.3f s",
                 attempt,
                 attempts,
-                _reason(exc),
+                describe_cause(exc),
                 delay,
             )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _reason(exc: DBAPIError) -> str:
-    """The driver's first line, without the class name asyncpg's adapter puts before it."""
-    text = re.sub(r"^<class '[\w.]+'>: ", "", str(exc.orig)).strip()
-    return text.splitlines()[0] if text else type(exc.orig).__name__

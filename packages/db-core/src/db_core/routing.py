@@ -35,7 +35,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db_core.connector import DBConnector
-from db_core.errors import NoReplicaAvailableError
+from db_core.errors import NoReplicaAvailableError, describe_cause
 from db_core.session import ROUTER, DBSession
 from db_core.settings import DatabaseSettings
 
@@ -123,13 +123,13 @@ class ReplicaSet:
         """A request could not reach replica ``index``: out of the rotation until a later check passes."""
         replica = self.replicas[index]
         replica.failed_at = time.monotonic()
-        self._set(index, False, f"unreachable: {type(error).__name__}: {_first_line(error)}")
+        self._set(index, False, f"unreachable: {describe_cause(error)}")
 
     def checked(self, index: int, started: float, lag_seconds: float | None, error: BaseException | None) -> None:
         """Record a background check of replica ``index`` that began at ``started`` (monotonic)."""
         replica = self.replicas[index]
         if error is not None:
-            self._set(index, False, f"unreachable: {type(error).__name__}: {_first_line(error)}")
+            self._set(index, False, f"unreachable: {describe_cause(error)}")
             return
         replica.lag_seconds = lag_seconds
         limit = self.settings.replica_max_lag_seconds
@@ -147,12 +147,6 @@ class ReplicaSet:
         elif usable and not replica.usable:
             logger.warning("replica %s of database %r is back in the rotation", replica.server, self.database)
         replica.usable, replica.reason = usable, reason
-
-
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None)
-    text = str(orig if orig is not None else error).strip()
-    return text.splitlines()[0] if text else "no message"
 
 
 class Router:

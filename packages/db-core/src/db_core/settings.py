@@ -258,7 +258,9 @@ class DatabaseSettings(BaseSettings):
             # Raised outside the except block: pydantic's error repeats the raw input, secrets
             # included, and must not ride along as __context__.
             raise error
-        self._replicas = tuple(self._replica(index, url) for index, url in enumerate(self.replica_urls, 1))
+        self._replicas = tuple(
+            self._derived(url, f"REPLICA_URLS (replica {index})") for index, url in enumerate(self.replica_urls, 1)
+        )
         if self.direct_url is not None:
             self._direct = self._derived(self.direct_url, "DIRECT_URL", pgbouncer=None)
         named = {name.lower(): self._named_database(name.lower(), values) for name, values in self.databases.items()}
@@ -292,9 +294,6 @@ class DatabaseSettings(BaseSettings):
         if not isinstance(named, DatabaseSettings):
             raise UnknownDatabaseError(name, self.database_names)
         return named
-
-    def _replica(self, index: int, url: SecretStr) -> DatabaseSettings:
-        return self._derived(url, f"REPLICA_URLS (replica {index})")
 
     def _derived(self, url: SecretStr, variable: str, **overrides: Any) -> DatabaseSettings:
         """Another server of this database: these settings, with the parts its URL gives replaced."""

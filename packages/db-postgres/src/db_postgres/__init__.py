@@ -9,8 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db_core import DBConnector
@@ -41,16 +40,7 @@ class PostgresConnector(DBConnector):
         timeout = self.settings.statement_timeout_seconds
         if self.settings.pgbouncer != "transaction" or timeout is None:
             return
-        statement = f"SET LOCAL statement_timeout = {_milliseconds(timeout)}"
-
-        def set_local(connection: Connection) -> None:
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(statement)
-            finally:
-                cursor.close()
-
-        event.listen(engine.sync_engine, "begin", set_local)
+        self.execute_at_begin(engine, f"SET LOCAL statement_timeout = {_milliseconds(timeout)}")
 
     def is_transient(self, error: BaseException) -> bool:
         """SQLSTATE 40001 (serialization failure) and 40P01 (deadlock): the server rolled the transaction back."""
