@@ -35,6 +35,7 @@ _SUITES: dict[str, Callable[[Path], bool]] = {
     "faults": lambda path: _TESTS / "faults" in path.parents,
     "clusters": lambda path: _TESTS / "clusters" in path.parents,
     "packaging": lambda path: path == _TESTS / "test_packaging.py",
+    "plugin": lambda path: path == _TESTS / "test_pytest_plugin.py",
 }
 
 

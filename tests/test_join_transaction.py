@@ -8,6 +8,7 @@ end the outer transaction is rolled back and nothing it did remains.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -116,3 +117,16 @@ async def test_ddl_that_would_commit_the_test_s_transaction_is_refused(
             await session.execute(create)
     assert await joined.scalar(select(func.count()).select_from(schema.User)) == 1
     # The fixture's teardown checks that "before-ddl" did not survive the rollback.
+
+
+async def test_a_session_on_another_event_loop_is_refused(schema: SimpleNamespace, joined: AsyncSession) -> None:
+    """Code on another loop (a TestClient thread, a fixture on another loop scope) would commit for good."""
+
+    async def elsewhere() -> None:
+        async with UnitOfWork() as session:
+            session.add(schema.User(name="escaped"))
+
+    with pytest.raises(UnitOfWorkError, match="open on another event loop") as refused:
+        await asyncio.to_thread(asyncio.run, elsewhere())
+    assert "asyncio_default_test_loop_scope" in str(refused.value)
+    # The fixture's teardown checks that nothing was committed.

@@ -65,6 +65,7 @@ FIRST_PARTY = {
         Dist("db-mysql", "db_mysql", ROOT / "packages" / "db-mysql", {"mysql": "db_mysql:MySQLConnector"}),
         Dist("db-sqlite", "db_sqlite", ROOT / "packages" / "db-sqlite", {"sqlite": "db_sqlite:SQLiteConnector"}),
         Dist("db-fastapi", "db_fastapi", ROOT / "packages" / "db-fastapi"),
+        Dist("db-pytest", "db_pytest", ROOT / "packages" / "db-pytest"),
     )
 }
 DUMMY = Dist(
@@ -308,8 +309,11 @@ def test_wheel_contents(wheels: dict[str, Path], name: str) -> None:
         assert f"{dist.module}/__about__.py" in names
 
     groups = set(entry_points.sections())
-    # The conformance kit is imported by the tests that use it, never loaded into every pytest run.
-    assert "pytest11" not in groups
+    if name == "db-pytest":
+        assert dict(entry_points["pytest11"]) == {"db_pytest": "db_pytest.plugin"}
+    else:
+        # The conformance kit is imported by the tests that use it, never loaded into every pytest run.
+        assert "pytest11" not in groups
     if dist.connectors:
         assert dict(entry_points["db_core.connectors"]) == dist.connectors
         assert {r.name for r in requirements(metadata)} >= {"db-core"}
@@ -348,7 +352,7 @@ def test_siblings_come_from_the_built_wheels(venv: Venv, workdir: Path) -> None:
         import json
         from importlib.metadata import PackageNotFoundError, distribution
         found = {}
-        for name in ("db-core", "db-sqlite", "db-postgres", "db-mysql", "db-fastapi"):
+        for name in ("db-core", "db-sqlite", "db-postgres", "db-mysql", "db-fastapi", "db-pytest"):
             try:
                 dist = distribution(name)
             except PackageNotFoundError:
@@ -393,6 +397,37 @@ def test_check_missing_backend_says_how_to_install_it(venv: Venv, workdir: Path,
     assert "installed: sqlite)" in result.stderr, show(result)
     assert f'pip install "db-core[{extra}]"' in result.stderr, show(result)
     assert len(result.stderr.strip().splitlines()) == 1, show(result)
+
+
+def test_the_pytest_plugin_is_there_only_once_installed(venv: Venv, workdir: Path) -> None:
+    """db-core alone adds nothing to a project's pytest run; db-pytest adds its documented fixtures."""
+    venv.use()
+    (workdir / "test_unrelated.py").write_text("def test_nothing():\n    pass\n", encoding="utf-8")
+    venv.pip("install", "pytest>=8.2")
+
+    def fixtures() -> str:
+        result = run([venv.python, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider"], cwd=workdir)
+        assert result.returncode == 0, show(result)
+        return result.stdout
+
+    assert "db_" not in fixtures()
+    assert "db_pytest" not in run([venv.python, "-m", "pytest", "--version", "--version"], cwd=workdir).stdout
+    venv.pip("install", venv.wheels["db-core"], venv.wheels["db-pytest"])
+    try:
+        listed = fixtures()
+        for fixture, words in {
+            "db_session": "rolled back after the test",
+            "db_setup": "once per run",
+            "db_engine": "test database's engine",
+            "db_app": "dependency_overrides",
+            "db_settings": "test_<name>",
+        }.items():
+            assert re.search(rf"^{fixture} \[\w+ scope\]|^{fixture}\b", listed, re.MULTILINE), listed
+            assert words in listed, f"{fixture}: {words!r} not in\n{listed}"
+        # Nothing was created by listing: the plugin only makes a database when a test asks.
+        assert sorted(p.name for p in workdir.iterdir()) == ["test_unrelated.py"]
+    finally:
+        venv.pip("uninstall", "-y", "db-pytest")
 
 
 # -- 3. a third-party connector ---------------------------------------------------------------------------------------

@@ -13,6 +13,6 @@ from db_core.testing import Capabilities, ConnectorSuite
 class TestPsycopgConformance(ConnectorSuite):
     connector = "psycopg"
     default_port = 5432
-    capabilities = Capabilities(savepoints=True, statement_timeout=True, tls=True)
+    capabilities = Capabilities(savepoints=True, statement_timeout=True, tls=True, create_database=True)
     slow_query = "SELECT pg_sleep(30)"
     application_name_query = "SELECT current_setting('application_name')"

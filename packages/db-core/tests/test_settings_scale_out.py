@@ -118,3 +118,42 @@ def test_a_direct_url_for_pgbouncer(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (direct.host, direct.port, direct.user, direct.name) == ("db-1", 5432, "app", "shop")
     assert direct.pgbouncer is None
     assert direct.password.get_secret_value() == PASSWORD
+
+
+def test_for_database_is_another_database_on_the_same_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = read(
+        monkeypatch,
+        DB_URL=f"postgresql://app:{QUOTED}@pgbouncer:6432/shop?application_name=web",
+        DB_PGBOUNCER="transaction",
+        DB_DIRECT_URL="postgresql://primary:5432",
+        DB_REPLICA_URLS="postgresql://standby-1",
+        DB_DATABASES__ANALYTICS__URL="postgresql://warehouse/facts",
+        DB_POOL_SIZE="3",
+    )
+    test = settings.for_database("test_shop")
+    # The server itself (not PgBouncer), the same login and options, nothing else of the configuration.
+    assert (test.host, test.port, test.name, test.user) == ("primary", 5432, "test_shop", "app")
+    assert test.password.get_secret_value() == PASSWORD
+    assert (test.application_name, test.pool_size, test.pgbouncer) == ("web", 3, None)
+    assert (test.replicas, test.database_names) == ((), ("default",))
+    assert "S3cr3t" not in repr(test)
+    # The environment is not read again: DB_NAME set now changes nothing.
+    monkeypatch.setenv("DB_NAME", "elsewhere")
+    assert settings.for_database("test_shop").name == "test_shop"
+
+
+def test_test_database_names() -> None:
+    from db_core import get_connector
+
+    def name(suffix: str = "", **values: str) -> str:
+        return get_connector(DatabaseSettings(_env_file=None, **values)).test_database_name(suffix)
+
+    assert name(type="postgres", name="shop") == "test_shop"
+    assert name("_gw3", type="mysql", name="shop") == "test_shop_gw3"
+    assert name(type="sqlite", name="data/app.db") == "data/test_app.db"
+    assert name("_gw0", type="sqlite", name="/srv/app.sqlite3") == "/srv/test_app_gw0.sqlite3"
+    assert name(type="sqlite", name=":memory:") == ":memory:"
+    # Servers cut names at 63 characters: two long names must stay distinct, and within it.
+    long_a, long_b = name("_gw0", type="postgres", name="a" * 70), name("_gw1", type="postgres", name="a" * 70)
+    assert long_a != long_b
+    assert max(len(long_a), len(long_b)) <= 63

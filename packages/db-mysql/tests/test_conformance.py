@@ -23,6 +23,8 @@ def kit_user(mysql_server: Server) -> Iterator[str]:
         mysql_server.admin(
             f"CREATE USER '{name}'@'%' IDENTIFIED BY '{quoted}'",
             f"GRANT ALL ON {mysql_server.database}.* TO '{name}'@'%'",
+            # The kit's throwaway test databases (test_<database>_kit_...).
+            f"GRANT ALL ON `test_{mysql_server.database}%`.* TO '{name}'@'%'",
         )
     )
     yield name
@@ -32,7 +34,7 @@ def kit_user(mysql_server: Server) -> Iterator[str]:
 class TestMySQLConformance(ConnectorSuite):
     connector = "mysql"
     default_port = 3306
-    capabilities = Capabilities(savepoints=True, statement_timeout=True, tls=True)
+    capabilities = Capabilities(savepoints=True, statement_timeout=True, tls=True, create_database=True)
     slow_query = "SELECT SLEEP(30)"
     # MariaDB shows the application name (program_name) only with performance_schema on.
 

@@ -12,7 +12,7 @@ from dbtests.servers import Server
 class TestPostgresConformance(ConnectorSuite):
     connector = "postgres"
     default_port = 5432
-    capabilities = Capabilities(savepoints=True, statement_timeout=True, tls=True)
+    capabilities = Capabilities(savepoints=True, statement_timeout=True, tls=True, create_database=True)
     slow_query = "SELECT pg_sleep(30)"
     application_name_query = "SELECT current_setting('application_name')"
 

@@ -13,7 +13,7 @@ from db_core.testing import Capabilities, ConnectorSuite
 class TestSQLiteConformance(ConnectorSuite):
     connector = "sqlite"
     default_port = None
-    capabilities = Capabilities(network=False, savepoints=True, statement_timeout=True, tls=False)
+    capabilities = Capabilities(network=False, savepoints=True, statement_timeout=True, tls=False, create_database=True)
     # SQLite has no sleep: a recursive count to a billion runs for minutes.
     slow_query = (
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c"

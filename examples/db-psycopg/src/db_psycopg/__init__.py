@@ -7,9 +7,9 @@ import math
 from typing import Any
 
 import psycopg
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db_core import ConfigurationError, DatabaseSettings, DBConnector
 from db_psycopg.__about__ import __version__
@@ -145,6 +145,20 @@ class PsycopgConnector(DBConnector):
             f"DB_CONNECT_TIMEOUT_SECONDS={self.settings.connect_timeout_seconds:g}"
         )
 
+    async def create_database(self) -> bool:
+        """``CREATE DATABASE`` from the ``postgres`` maintenance database, unless it exists (db-pytest)."""
+        async with self.server_connection("postgres") as connection:
+            if await connection.scalar(_DATABASE_EXISTS, {"name": self.database}):
+                return False
+            await connection.exec_driver_sql(f"CREATE DATABASE {_quoted(connection, self.database)}")
+            return True
+
+    async def drop_database(self) -> None:
+        """``DROP DATABASE ... WITH (FORCE)``: idle connections to it do not block it."""
+        async with self.server_connection("postgres") as connection:
+            name = _quoted(connection, self.database)
+            await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def setup_engine(self, engine: AsyncEngine) -> None:
         """Name the setting to change on the errors of a statement timeout and of lost prepared statements."""
         event.listen(engine.sync_engine, "handle_error", self._note_setting)
@@ -193,6 +207,13 @@ def _check_options(options: dict[str, str]) -> None:
                 "connection parameters (sslcompression, target_session_attrs, options, ...) and prepare_threshold; "
                 "correct or remove it"
             ) from None
+
+
+_DATABASE_EXISTS = text("SELECT 1 FROM pg_database WHERE datname = :name")
+
+
+def _quoted(connection: AsyncConnection, name: str) -> str:
+    return connection.dialect.identifier_preparer.quote_identifier(name)
 
 
 def _shown(threshold: int | None) -> str:

@@ -9,7 +9,10 @@ is db_core's job, so a connector stays small.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,13 +20,16 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, ExceptionContext
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolResetState
+from sqlalchemy.pool import NullPool, PoolResetState
 
-from db_core.errors import ConfigurationError
+from db_core.errors import ConfigurationError, ConnectorError
 from db_core.pool import QueuePool
 from db_core.settings import DatabaseSettings
 
 __all__ = ["API_VERSION", "LOST_CONNECTION_NOTE", "DBConnector"]
+
+# PostgreSQL truncates longer identifiers (63 bytes); MySQL refuses names over 64.
+_MAX_NAME_LENGTH = 63
 
 API_VERSION = "1.0"
 """The connector interface version this db_core implements, ``"MAJOR.MINOR"``.
@@ -226,6 +232,56 @@ class DBConnector:
         ``db check`` compares it with the connection budget of the pools.
         """
         return None
+
+    def test_database_name(self, suffix: str = "") -> str:
+        """The name of a throwaway database for a test run, beside :attr:`database`: ``test_<name><suffix>``.
+
+        The pytest plugin (``db-pytest``) creates it, never touching the
+        configured database; ``suffix`` tells parallel workers apart
+        (``"_gw0"``). A name longer than servers accept (63 characters) is
+        shortened with a hash, so two long names stay distinct.
+        """
+        name = f"test_{self.database}{suffix}"
+        if len(name) <= _MAX_NAME_LENGTH:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        return f"{name[: _MAX_NAME_LENGTH - 9]}_{digest}"
+
+    async def create_database(self) -> bool:
+        """Create :attr:`database` on the server unless it exists; whether it did (for test databases).
+
+        Default: not supported (:class:`~db_core.errors.ConnectorError`); a
+        connector usually runs ``CREATE DATABASE`` over
+        :meth:`server_connection`.
+        """
+        raise ConnectorError(f"the {self.name!r} connector cannot create databases (it has no create_database())")
+
+    async def drop_database(self) -> None:
+        """Drop :attr:`database` if it exists, even while idle connections to it remain (for test databases).
+
+        Default: not supported (:class:`~db_core.errors.ConnectorError`).
+        """
+        raise ConnectorError(f"the {self.name!r} connector cannot drop databases (it has no drop_database())")
+
+    @asynccontextmanager
+    async def server_connection(self, database: str | None) -> AsyncIterator[AsyncConnection]:
+        """An autocommit connection to ``database`` (``None``: none) on this server, with these credentials and TLS.
+
+        For statements that cannot run inside the database they act on, such
+        as ``CREATE DATABASE``; the connection is not pooled.
+        """
+        engine = create_async_engine(
+            self.get_url()._replace(database=database),
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            hide_parameters=True,
+            connect_args=self.get_connect_args(),
+        )
+        try:
+            async with engine.connect() as connection:
+                yield connection
+        finally:
+            await engine.dispose()
 
     def create_engine(self) -> AsyncEngine:
         """Create a new engine with this connector's URL, arguments and hooks."""

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import Counter
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,6 +95,14 @@ _configured: DatabaseSettings | None = None
 _settings: DatabaseSettings | None = None  # those in use, once read
 _databases: dict[str, _Database] = {}
 _NO_LOOP = 0  # key of the engine made outside any running loop
+# Open join_transaction() blocks per database. A session asked for on another loop meanwhile would commit for good.
+_joins: Counter[str] = Counter()
+_JOINED_ELSEWHERE = (
+    "a test's transaction (join_transaction(), the db_session fixture) is open on another event loop than this "
+    "code's, so this session would commit for good: run the test and its fixtures on one loop (pytest-asyncio: "
+    "set asyncio_default_fixture_loop_scope and asyncio_default_test_loop_scope to the same scope) and call an app "
+    "in-process on that loop (httpx's ASGITransport), not in a thread (TestClient)"
+)
 # Engines a forked child inherited: never used nor closed there (their sockets are the
 # parent's), and kept referenced so the garbage collector does not tidy them up either.
 _inherited: list[AsyncEngine] = []
@@ -172,6 +181,8 @@ def get_sessionmaker(database: str | None = None, *, read_only: bool = False) ->
     entry = _get_loop_engine(database)
     if entry.joined is not None:
         return entry.joined
+    if _joins and _joins[_key(database)]:
+        raise UnitOfWorkError(_JOINED_ELSEWHERE)
     if not read_only:
         return entry.sessionmaker
     if entry.read_only is None:
@@ -217,9 +228,13 @@ def join_transaction(connection: AsyncConnection, database: str | None = None) -
     assert sync_connection is not None
     event.listen(sync_connection, "before_cursor_execute", refuse_implicit_commit)
     previous, entry.joined = entry.joined, joined
+    _joins[_key(database)] += 1
     try:
         yield joined
     finally:
+        _joins[_key(database)] -= 1
+        if not _joins[_key(database)]:
+            del _joins[_key(database)]
         entry.joined = previous
         event.remove(sync_connection, "before_cursor_execute", refuse_implicit_commit)
 

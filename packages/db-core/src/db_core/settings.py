@@ -295,6 +295,16 @@ class DatabaseSettings(BaseSettings):
             raise UnknownDatabaseError(name, self.database_names)
         return named
 
+    def for_database(self, name: str) -> DatabaseSettings:
+        """These settings for another database ``name`` on the same server (for SQLite, another file).
+
+        Without replicas or named databases; behind PgBouncer, on the server
+        itself when ``DB_DIRECT_URL`` is set. The pytest plugin runs tests on
+        ``settings.for_database(<test database>)``.
+        """
+        values = self.direct.model_dump(exclude={"url", "replica_urls", "direct_url", "databases"})
+        return _derive(_Scope(prefix=_scope.get().prefix, arguments_only=True), {**values, "name": name})
+
     def _derived(self, url: SecretStr, variable: str, **overrides: Any) -> DatabaseSettings:
         """Another server of this database: these settings, with the parts its URL gives replaced."""
         inherited = self.model_dump(exclude={"url", "replica_urls", "direct_url", "databases"})

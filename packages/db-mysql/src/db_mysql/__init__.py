@@ -33,6 +33,7 @@ _IMPLICIT_COMMIT = re.compile(
     r"|(?:ANALYZE|OPTIMIZE|REPAIR)\s+TABLE)\b",
     re.IGNORECASE,
 )
+_DATABASE_EXISTS = text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
 _TEMPORARY = re.compile(_SKIP + r"(?:CREATE|DROP)\s+TEMPORARY\b", re.IGNORECASE)
 
 
@@ -98,6 +99,23 @@ class MySQLConnector(DBConnector):
         ``CREATE``/``DROP TEMPORARY TABLE`` do not.
         """
         return bool(_IMPLICIT_COMMIT.match(statement)) and not _TEMPORARY.match(statement)
+
+    async def create_database(self) -> bool:
+        """``CREATE DATABASE`` in ``utf8mb4`` (as the connections are), unless it exists."""
+        # Checked first: IF NOT EXISTS / IF EXISTS leave a note that pymysql raises as a Warning.
+        async with self.server_connection(None) as connection:
+            if await connection.scalar(_DATABASE_EXISTS, {"name": self.database}):
+                return False
+            name = connection.dialect.identifier_preparer.quote_identifier(self.database)
+            await connection.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+            return True
+
+    async def drop_database(self) -> None:
+        """``DROP DATABASE`` if it exists (idle connections to it do not block it)."""
+        async with self.server_connection(None) as connection:
+            if await connection.scalar(_DATABASE_EXISTS, {"name": self.database}):
+                name = connection.dialect.identifier_preparer.quote_identifier(self.database)
+                await connection.exec_driver_sql(f"DROP DATABASE {name}")
 
     def is_closed(self, dbapi_connection: Any) -> bool:
         """Whether the server has hung up: something arrived while the connection was idle (no round trip).

@@ -64,6 +64,20 @@ class PostgresConnector(DBConnector):
         """``max_connections`` less the slots reserved for superusers."""
         return int(await connection.scalar(_MAX_CONNECTIONS) or 0) or None
 
+    async def create_database(self) -> bool:
+        """``CREATE DATABASE`` from the ``postgres`` maintenance database, unless it exists."""
+        async with self.server_connection("postgres") as connection:
+            if await connection.scalar(_DATABASE_EXISTS, {"name": self.database}):
+                return False
+            await connection.exec_driver_sql(f"CREATE DATABASE {_quote(connection, self.database)}")
+            return True
+
+    async def drop_database(self) -> None:
+        """``DROP DATABASE ... WITH (FORCE)``: the connections to that database (only) are ended first."""
+        async with self.server_connection("postgres") as connection:
+            name = _quote(connection, self.database)
+            await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def get_connect_args(self) -> dict[str, Any]:
         """The connect timeout, TLS, ``application_name`` and ``statement_timeout`` for asyncpg."""
         s = self.settings
@@ -104,6 +118,10 @@ class PostgresConnector(DBConnector):
 _TRANSIENT = frozenset({"40001", "40P01"})
 
 
+def _quote(connection: AsyncConnection, name: str) -> str:
+    return connection.dialect.identifier_preparer.quote_identifier(name)
+
+
 def _milliseconds(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
@@ -113,6 +131,7 @@ def _statement_name() -> str:
     return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
+_DATABASE_EXISTS = text("SELECT 1 FROM pg_database WHERE datname = :name")
 _MAX_CONNECTIONS = text(
     "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
 )

@@ -167,6 +167,31 @@ class SQLiteConnector(DBConnector):
             with contextlib.suppress(Exception):
                 dbapi_connection.rollback()
 
+    def test_database_name(self, suffix: str = "") -> str:
+        """``test_<file name>`` in the same directory (``app.db``: ``test_app.db``); ``:memory:`` stays in memory."""
+        if self.is_memory:
+            return MEMORY
+        path = Path(self.database)
+        stem, dot, extension = path.name.partition(".")
+        return str(path.with_name(f"test_{stem}{suffix}{dot}{extension}"))
+
+    async def create_database(self) -> bool:
+        """Create the database file (an empty file is an empty database); ``:memory:`` always exists."""
+        if self.is_memory:
+            return False
+        path = Path(self.get_url().database or "")
+        if not path.parent.is_dir():
+            raise ConfigurationError(
+                f"cannot create the database file {path}: its directory does not exist (DB_NAME={self.database!r})"
+            )
+        return await asyncio.to_thread(_create_file, path)
+
+    async def drop_database(self) -> None:
+        """Delete the database file and its WAL files; nothing for ``:memory:``."""
+        if not self.is_memory:
+            path = Path(self.get_url().database or "")
+            await asyncio.to_thread(_delete_files, path)
+
     def close(self) -> None:
         """Let the in-memory database go."""
         if self._keeper is not None:
@@ -183,6 +208,19 @@ class SQLiteConnector(DBConnector):
                 f"file:{self._memory_name}?mode=memory&cache=shared", uri=True, check_same_thread=False
             )
         return self._memory_name
+
+
+def _create_file(path: Path) -> bool:
+    try:
+        path.touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _delete_files(path: Path) -> None:
+    for file in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))):
+        file.unlink(missing_ok=True)
 
 
 class _Deadline:

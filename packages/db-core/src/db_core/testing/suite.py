@@ -59,6 +59,9 @@ class Capabilities:
     tls: bool = False
     """``DB_SSL_MODE`` and the ``DB_SSL_*`` files are honoured."""
 
+    create_database: bool = False
+    """``create_database()``/``drop_database()`` make and remove a database (test databases, ``db-pytest``)."""
+
 
 def servers_required() -> bool:
     """Whether a missing server fails tests instead of skipping them (``CI=true`` or ``DB_TEST_REQUIRE_SERVERS=1``)."""
@@ -268,6 +271,33 @@ class ConnectorSuite:
             assert_no_password(shown, SPECIAL_PASSWORD)
 
     # -- a server -------------------------------------------------------------------------------------------------
+
+    def test_creates_and_drops_a_test_database(self, server: DatabaseSettings) -> None:
+        """``create_database()`` once (then it says it existed), and ``drop_database()`` despite an idle connection."""
+        if not self.capabilities.create_database:
+            pytest.skip(f"{self.connector!r} declares no create_database (Capabilities(create_database=False))")
+        name = get_connector(server).test_database_name(f"_kit_{uuid.uuid4().hex[:6]}")
+        connector = get_connector(server.for_database(name))
+        assert connector.database == name
+
+        async def scenario() -> None:
+            try:
+                assert await connector.create_database() is True
+                assert await connector.create_database() is False, "a second create_database() must say it existed"
+                engine = connector.create_engine()
+                try:
+                    async with engine.connect() as conn:
+                        assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+                    # The connection now idles in the pool: dropping must not wait for it.
+                    await asyncio.wait_for(connector.drop_database(), 30)
+                finally:
+                    await engine.dispose()
+                await connector.drop_database()  # absent: nothing to do, no error
+                assert await connector.create_database() is True, "drop_database() left the database behind"
+            finally:
+                await connector.drop_database()
+
+        asyncio.run(scenario())
 
     def test_engine_uses_the_connectors_driver_and_pool_size(self, server: DatabaseSettings) -> None:
         """``get_engine()`` uses the connector's driver and ``DB_POOL_SIZE``."""
