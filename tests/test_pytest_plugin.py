@@ -267,3 +267,58 @@ def test_the_readme_shows_the_example_s_own_code() -> None:
     for path, code in blocks:
         source = (EXAMPLE.parents[1] / path).read_text(encoding="utf-8")
         assert code.strip() in source, f"the README's block for {path} is not in the file"
+
+
+NAMED = """
+import pytest
+from sqlalchemy import Integer, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import service
+from db_core import UnitOfWork, get_engine
+
+
+class Analytics(DeclarativeBase):
+    pass
+
+
+class Event(Analytics):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+async def test_both_databases_are_rolled_back(db_session, db_engine, attempt):
+    assert db_engine is get_engine()
+    async with UnitOfWork(database="analytics") as session:
+        assert await session.scalar(select(func.count()).select_from(Event)) == 0
+        session.add(Event())
+    await service.register("ada@example.com")
+    async with UnitOfWork(database="analytics") as session:
+        assert await session.scalar(select(func.count()).select_from(Event)) == 1
+    assert "test_analytics" in get_engine("analytics").url.database
+"""
+
+
+def test_named_databases_get_test_databases_too(project: Project, tmp_path: Path) -> None:
+    if project.backend != "sqlite":
+        pytest.skip("the same on every backend")
+    (project.path / "tests" / "test_named.py").write_text(NAMED, encoding="utf-8")
+    (project.path / "pytest.ini").write_text(
+        "[pytest]\npythonpath = . tests\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "asyncio_default_test_loop_scope = function\nfilterwarnings = error\n"
+        "db_metadata =\n    service:Base\n    analytics = test_named:Analytics\n",
+        encoding="utf-8",
+    )
+    analytics = tmp_path / "analytics.db"
+    env = {"DB_DATABASES__ANALYTICS__TYPE": "sqlite", "DB_DATABASES__ANALYTICS__NAME": str(analytics)}
+    result = project.pytest("tests/test_named.py", env=env)
+    assert result.returncode == 0, show(result)
+    assert summary(result) == [
+        ("test_app.db", "created"),
+        ("test_analytics.db", "created"),
+        ("test_app.db", "dropped"),
+        ("test_analytics.db", "dropped"),
+    ], show(result)
+    assert not analytics.exists(), "the configured named database was touched"
+    assert not (tmp_path / "test_analytics.db").exists()
