@@ -84,8 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Point the run at its test databases (settings only: nothing connects yet)."""
-    from db_core import ConfigurationError, DBError, configure, get_connector
-    from db_core.settings import DatabaseSettings
+    from db_core import DEFAULT_DATABASE, ConfigurationError, DatabaseSettings, DBError, configure, get_connector
 
     run = _Run(reuse=config.getoption("db_reuse"), recreate=config.getoption("db_create"))
     config.stash[_RUN] = run
@@ -107,8 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
             test = own.for_database(connector.test_database_name(suffix))
             tests[name] = test
             run.databases.append(_TestDatabase(name, get_connector(test), metadata.get(name)))
-        default, *_ = tests.values()
-        run.settings = default.model_copy(update={"databases": {n: s for n, s in tests.items() if s is not default}})
+        named = {name: test for name, test in tests.items() if name != DEFAULT_DATABASE}
+        run.settings = tests[DEFAULT_DATABASE].model_copy(update={"databases": named})
     except DBError as exc:
         # Said by the fixtures that need a database: a run that uses none must not fail for it.
         run.error = exc
