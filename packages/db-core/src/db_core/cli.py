@@ -307,23 +307,24 @@ def _report(exc: Exception, step: str, settings: DatabaseSettings | None) -> int
 
 
 def _describe_diff(diff: Any) -> str:
-    """An autogenerate difference, ``('add_table', Table(...))``, as ``add_table users``."""
+    """An autogenerate difference, ``('add_table', Table(...))``, as ``add_table items``."""
     if isinstance(diff, list):  # the modify_* ones come as a list per column
         return "; ".join(_describe_diff(item) for item in diff)
     if not isinstance(diff, tuple) or not diff:
         return str(diff)
-    parts = [str(diff[0])]
-    for item in diff[1:]:
-        if item is None:
-            continue
+    operation, *rest = diff
+    if str(operation).startswith("modify_") and len(rest) >= 6:  # schema, table, column, info, existing, new
+        return f"{operation} {rest[1]}.{rest[2]}: {rest[4]!r} -> {rest[5]!r}"
+    if str(operation).endswith("_column") and len(rest) >= 3:  # schema, table, column
+        return f"{operation} {rest[1]}.{getattr(rest[2], 'name', rest[2])}"
+    parts = [str(operation)]
+    for item in rest:
         name = getattr(item, "name", None)
         table = getattr(getattr(item, "table", None), "name", None)
         if isinstance(name, str):
-            parts.append(f"{table}.{name}" if isinstance(table, str) and table != name else name)
-        elif isinstance(item, dict):
-            continue
-        else:
-            parts.append(repr(item) if not isinstance(item, str) else item)
+            parts.append(name if table is None or table == name else f"{name} on {table}")
+        elif item is not None:
+            parts.append(str(item))
     return " ".join(parts)
 
 
