@@ -331,6 +331,14 @@ def test_clear_errors(project: Project, target: Target) -> None:
     out = project.db("migrate", "--config", "kept.ini", "--database", "analytics", "current", expect=2)
     assert "no database named 'analytics'" in out
 
+    # An alembic.ini of Alembic's own template: its URL is ignored, said so, and never read nor shown.
+    ini = (project.path / "kept.ini").read_text()
+    old_url = "sqlalchemy.url = driver://user:pa%ss@localhost/dbname\n"
+    (project.path / "old.ini").write_text(ini.replace("[alembic]\n", f"[alembic]\n{old_url}"))
+    out = project.db("migrate", "--config", "old.ini", "current")
+    assert "old.ini sets sqlalchemy.url, which is ignored" in out
+    assert "pa%ss" not in out
+
 
 def test_without_alembic_one_line_says_what_to_install(tmp_path: Path, pycache: Path) -> None:
     shim = tmp_path / "shim" / "alembic"

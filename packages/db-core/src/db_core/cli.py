@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
 import logging.config
 import math
 import os
@@ -244,8 +245,8 @@ def _migrate(args: argparse.Namespace) -> int:
     settings: DatabaseSettings | None = None
     try:
         settings = DatabaseSettings().database(args.database)
+        _configure_logging(Path(args.config))
         config = migrations.alembic_config(args.config, database=args.database)
-        _configure_logging(config)
         _run_step(config, args)
     except ConfigurationError as exc:
         print(f"db migrate {args.step}: {_masked(str(exc), settings)}", file=sys.stderr)
@@ -275,10 +276,11 @@ def _run_step(config: Config, args: argparse.Namespace) -> None:
         command.check(config)
 
 
-def _configure_logging(config: Config) -> None:
+def _configure_logging(ini: Path) -> None:
     """The ini's logging sections, as Alembic's own command applies them (existing loggers stay enabled)."""
-    if config.config_file_name is not None and config.file_config.has_section("loggers"):
-        logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+    parser = configparser.ConfigParser(interpolation=None)  # reads no value through interpolation
+    if ini.is_file() and parser.read(ini, encoding="utf-8") and parser.has_section("loggers"):
+        logging.config.fileConfig(ini, disable_existing_loggers=False)
 
 
 def _report(exc: Exception, step: str, settings: DatabaseSettings | None) -> int:

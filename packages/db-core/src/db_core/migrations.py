@@ -21,6 +21,7 @@ import it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -60,6 +61,8 @@ CONNECTION = "connection"
 
 DATABASE = "database"
 """The key of ``Config.attributes`` holding the name of the database (``None``: the ``DB_*`` one)."""
+
+logger = logging.getLogger("db_core.migrations")
 
 _INI = """\
 # Alembic's configuration, written by `db migrate init`.
@@ -188,6 +191,13 @@ def alembic_config(
 
     config = Config(ini, stdout=stdout if stdout is not None else sys.stdout)
     config.attributes[DATABASE] = database
+    # has_option() reads no value: a URL there is never interpolated nor shown.
+    if config.file_config.has_option(config.config_ini_section, "sqlalchemy.url"):
+        logger.warning(
+            "%s sets sqlalchemy.url, which is ignored: the database is the one of the DB_* settings. "
+            "Remove the line (a password does not belong in a file)",
+            ini,
+        )
     return config
 
 
