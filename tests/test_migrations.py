@@ -332,12 +332,20 @@ def test_clear_errors(project: Project, target: Target) -> None:
     assert "no database named 'analytics'" in out
 
     # An alembic.ini of Alembic's own template: its URL is ignored, said so, and never read nor shown.
+    # And --database migrates a named database, not the DB_* one.
     ini = (project.path / "kept.ini").read_text()
     old_url = "sqlalchemy.url = driver://user:pa%ss@localhost/dbname\n"
     (project.path / "old.ini").write_text(ini.replace("[alembic]\n", f"[alembic]\n{old_url}"))
-    out = project.db("migrate", "--config", "old.ini", "current")
+    (project.path / "migrations" / "versions" / "0001_create_items.py").write_text(FIRST_MIGRATION)
+    analytics = project.path.parent / "analytics.db"
+    named = {"DB_DATABASES__ANALYTICS__TYPE": "sqlite", "DB_DATABASES__ANALYTICS__NAME": str(analytics)}
+    out = project.db("migrate", "--config", "old.ini", "--database", "analytics", "upgrade", extra_env=named)
     assert "old.ini sets sqlalchemy.url, which is ignored" in out
     assert "pa%ss" not in out
+    assert "Running upgrade  -> 0001" in out
+    settings = DatabaseSettings(type="sqlite", name=str(analytics), _env_file=None)
+    assert Target("sqlite", {}, settings).inspect() == ({"items", "alembic_version"}, ["0001"])
+    assert "items" not in target.inspect()[0]
 
 
 def test_without_alembic_one_line_says_what_to_install(tmp_path: Path, pycache: Path) -> None:
