@@ -8,8 +8,8 @@ this checks, step by step:
    ``src/<module>/__about__.py``, and its CHANGELOG.md's first ``## `` heading names that version.
    This proves each package is versioned on its own, not through the workspace.
 2. extras: db-core has one extra ``<x>`` requiring exactly ``db-<x>`` for every other package,
-   ``all`` covers exactly those but :data:`OPT_IN_SIBLINGS`, and any other extra is listed in
-   :data:`NON_SIBLING_EXTRAS`.
+   ``all`` covers exactly those but :data:`OPT_IN_SIBLINGS`, plus the extras in :data:`IN_ALL`; any
+   other extra is listed in :data:`NON_SIBLING_EXTRAS`.
 3. sibling ranges: every requirement on a sibling is a range with a lower and an upper bound that
    admits the sibling's current version. A pin (``==``) would force a release of every dependant
    for each patch release, and an open range would let an old release pull in a future
@@ -62,10 +62,12 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 # Extras of db-core that do not name a sibling, each with the distributions it must require.
-# They stay out of `all`, which is for the siblings only.
-NON_SIBLING_EXTRAS: dict[str, frozenset[str]] = {"testing": frozenset({"pytest"})}
-# Siblings that stay out of `all` too: db-pytest is a pytest plugin, active in every pytest run
-# of an environment it is installed in, so it belongs in a test environment's requirements only.
+# They stay out of `all`, which is for the siblings, unless listed in IN_ALL.
+NON_SIBLING_EXTRAS: dict[str, frozenset[str]] = {"testing": frozenset({"pytest"}), "migrations": frozenset({"alembic"})}
+# The non-sibling extras that `all` includes (features of db-core itself, not tools for connector authors).
+IN_ALL: frozenset[str] = frozenset({"migrations"})
+# Siblings that stay out of `all`: db-pytest is a pytest plugin, active in every pytest run of an
+# environment it is installed in, so it belongs in a test environment's requirements only.
 OPT_IN_SIBLINGS = frozenset({"db-pytest"})
 
 # db-core's extras installed in step 5, each into its own venv (None: db-core alone).
@@ -481,13 +483,15 @@ def check_core_extras(report: Report, packages: dict[str, Package]) -> None:
         report.fail(f"{CORE} has no extra 'all'")
     else:
         referenced, names = expand_extra(core, "all")
-        non_sibling = sorted(referenced & NON_SIBLING_EXTRAS.keys())
+        non_sibling = sorted((referenced & NON_SIBLING_EXTRAS.keys()) - IN_ALL)
+        allowed = set(packages.keys()).union(*(NON_SIBLING_EXTRAS[extra] for extra in IN_ALL))
         report.expect(
             [f"{CORE}[all] is missing {name}" for name in sorted(set(siblings.values()) - names - OPT_IN_SIBLINGS)]
             + [f"{CORE}[all] includes {name}, which is opt-in" for name in sorted(names & OPT_IN_SIBLINGS)]
-            + [f"{CORE}[all] requires {name}, which is not a sibling" for name in sorted(names - packages.keys())]
+            + [f"{CORE}[all] is missing the extra {extra!r}" for extra in sorted(IN_ALL - referenced)]
+            + [f"{CORE}[all] requires {name}, which is not a sibling" for name in sorted(names - allowed)]
             + [f"{CORE}[all] includes the non-sibling extra {extra!r}" for extra in non_sibling],
-            f"{CORE}[all] covers every sibling: {', '.join(sorted(names))}",
+            f"{CORE}[all] covers every sibling and {', '.join(sorted(IN_ALL))}: {', '.join(sorted(names))}",
             "all",
         )
 

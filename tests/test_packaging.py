@@ -330,6 +330,10 @@ def test_wheel_contents(wheels: dict[str, Path], name: str) -> None:
         assert "db_core/__main__.py" in names
         # The conformance kit's data file travels with it.
         assert "db_core/testing/unrelated-ca.pem" in names
+        # So does db migrate init's template, which is not Python.
+        for template in ("env.py", "script.py.mako", "README"):
+            assert f"db_core/migration_template/{template}" in names
+        assert "migrations" in (metadata.get_all("Provides-Extra") or [])
     else:
         assert "console_scripts" not in groups
 

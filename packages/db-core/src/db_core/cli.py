@@ -1,21 +1,29 @@
-"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``db check``."""
+"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``db check``, ``db migrate``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
+import logging.config
 import math
 import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from db_core.__about__ import __version__
 from db_core.connector import DBConnector
-from db_core.errors import ConnectorLoadError, DBError, describe_cause
+from db_core.errors import ConfigurationError, ConnectorLoadError, DBError, describe_cause
 from db_core.health import ping
 from db_core.registry import ConnectorInfo, available_connectors, get_connector
 from db_core.settings import DatabaseSettings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["main"]
 
@@ -36,9 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="worker processes that each open these pools, for the connection budget "
         "(default: $WEB_CONCURRENCY, else 1)",
     )
+    _add_migrate(commands)
     args = parser.parse_args(argv)
     if args.command == "backends":
         return _backends()
+    if args.command == "migrate":
+        return _migrate(args)
     return _check(args.workers)
 
 
@@ -181,3 +192,144 @@ def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
             return str(exc).splitlines()[0]
         return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
     return describe_cause(exc)
+
+
+# -- db migrate ---------------------------------------------------------------------------------------------------
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help='Alembic migrations on the DB_* database (pip install "db-core[migrations]")',
+        description="Alembic migrations on the database of the DB_* settings; no URL is ever written to a file.",
+    )
+    migrate.add_argument("--config", default="alembic.ini", metavar="PATH", help="Alembic's ini file (alembic.ini)")
+    migrate.add_argument(
+        "--database", metavar="NAME", help="a named database (DB_DATABASES__NAME__*) instead of the DB_* one"
+    )
+    steps = migrate.add_subparsers(dest="step", required=True, metavar="SUBCOMMAND")
+    init = steps.add_parser("init", help="write alembic.ini and the migrations directory (env.py, versions/)")
+    init.add_argument("directory", nargs="?", default="migrations", help="the migrations directory (migrations)")
+    upgrade = steps.add_parser("upgrade", help="upgrade the database to REV (head)")
+    upgrade.add_argument("revision", nargs="?", default="head", metavar="REV")
+    upgrade.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    downgrade = steps.add_parser("downgrade", help="downgrade the database to REV (-1, base, a revision id)")
+    downgrade.add_argument("revision", metavar="REV")
+    downgrade.add_argument("--sql", action="store_true", help="print the SQL (REV is then FROM:TO)")
+    steps.add_parser("current", help="the database's revision")
+    steps.add_parser("history", help="the revisions, newest first")
+    revision = steps.add_parser("revision", help="write a new revision script")
+    revision.add_argument("-m", "--message", required=True, help="what it does, also its file name")
+    revision.add_argument("--autogenerate", action="store_true", help="compare the models with the database")
+    steps.add_parser("check", help="exit 1 when the models and the database differ (or the database is behind)")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from db_core import migrations
+
+    try:
+        migrations.require_alembic()
+    except DBError as exc:
+        print(f"db migrate: {exc}", file=sys.stderr)
+        return 1
+    if args.step == "init":
+        try:
+            migrations.init(args.directory, config=args.config)
+        except DBError as exc:
+            print(f"db migrate init: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.config} and {Path(args.directory) / 'env.py'} (with script.py.mako, README, versions/)")
+        print(f"next: set target_metadata in {Path(args.directory) / 'env.py'} to your models' metadata, then")
+        print('      db migrate revision -m "first" --autogenerate && db migrate upgrade')
+        return 0
+    settings: DatabaseSettings | None = None
+    try:
+        settings = DatabaseSettings().database(args.database)
+        _configure_logging(Path(args.config))
+        config = migrations.alembic_config(args.config, database=args.database)
+        _run_step(config, args)
+    except ConfigurationError as exc:
+        print(f"db migrate {args.step}: {_masked(str(exc), settings)}", file=sys.stderr)
+        return 2
+    except DBError as exc:
+        print(f"db migrate {args.step}: {_masked(str(exc), settings)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        return _report(exc, args.step, settings)
+    return 0
+
+
+def _run_step(config: Config, args: argparse.Namespace) -> None:
+    from alembic import command
+
+    if args.step == "upgrade":
+        command.upgrade(config, args.revision, sql=args.sql)
+    elif args.step == "downgrade":
+        command.downgrade(config, args.revision, sql=args.sql)
+    elif args.step == "current":
+        command.current(config)
+    elif args.step == "history":
+        command.history(config)
+    elif args.step == "revision":
+        command.revision(config, message=args.message, autogenerate=args.autogenerate)
+    else:
+        command.check(config)
+
+
+def _configure_logging(ini: Path) -> None:
+    """The ini's logging sections, as Alembic's own command applies them (existing loggers stay enabled)."""
+    parser = configparser.ConfigParser(interpolation=None)  # reads no value through interpolation
+    if ini.is_file() and parser.read(ini, encoding="utf-8") and parser.has_section("loggers"):
+        logging.config.fileConfig(ini, disable_existing_loggers=False)
+
+
+def _report(exc: Exception, step: str, settings: DatabaseSettings | None) -> int:
+    """One line for Alembic's errors and the database's; a traceback for a bug in a migration script."""
+    from alembic.util import AutogenerateDiffsDetected, CommandError
+
+    if isinstance(exc, AutogenerateDiffsDetected):
+        # Alembic's list of changes (older versions put it in the message only).
+        diffs: list[Any] = getattr(exc, "diffs", None) or [str(exc)]
+        print("db migrate check: the models and the database differ:", file=sys.stderr)
+        for diff in diffs:
+            print(f"  {_masked(_describe_diff(diff), settings)}", file=sys.stderr)
+        hint = 'write a migration: db migrate revision -m "..." --autogenerate, then db migrate upgrade'
+        print(hint, file=sys.stderr)
+        return 1
+    if isinstance(exc, CommandError):
+        hint = " (run db migrate upgrade)" if "not up to date" in str(exc) else ""
+        print(f"db migrate {step}: {_masked(str(exc), settings)}{hint}", file=sys.stderr)
+        return 1
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(("sqlalchemy", "asyncpg", "aiomysql")):
+        reason = describe_error(exc, settings) if settings is not None else describe_cause(exc)
+        print(f"db migrate {step}: {_masked(reason, settings)}", file=sys.stderr)
+        return 1
+    text = "".join(traceback.format_exception(exc))
+    print(f"db migrate {step}: {_masked(text, settings)}", file=sys.stderr, end="")
+    return 1
+
+
+def _describe_diff(diff: Any) -> str:
+    """An autogenerate difference, ``('add_table', Table(...))``, as ``add_table items``."""
+    if isinstance(diff, list):  # the modify_* ones come as a list per column
+        return "; ".join(_describe_diff(item) for item in diff)
+    if not isinstance(diff, tuple) or not diff:
+        return str(diff)
+    operation, *rest = diff
+    if str(operation).startswith("modify_") and len(rest) >= 6:  # schema, table, column, info, existing, new
+        return f"{operation} {rest[1]}.{rest[2]}: {rest[4]!r} -> {rest[5]!r}"
+    if str(operation).endswith("_column") and len(rest) >= 3:  # schema, table, column
+        return f"{operation} {rest[1]}.{getattr(rest[2], 'name', rest[2])}"
+    parts = [str(operation)]
+    for item in rest:
+        name = getattr(item, "name", None)
+        table = getattr(getattr(item, "table", None), "name", None)
+        if isinstance(name, str):
+            parts.append(name if table is None or table == name else f"{name} on {table}")
+        elif item is not None:
+            parts.append(str(item))
+    return " ".join(parts)
+
+
+def _masked(text: str, settings: DatabaseSettings | None) -> str:
+    return settings.mask_password(text) if settings is not None else text
