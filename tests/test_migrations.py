@@ -9,9 +9,8 @@ space. Everything the commands print and every file they leave is swept for
 the password. The programmatic ``await upgrade("head")`` runs in a real
 uvicorn's lifespan. The Migrations section of the README is run as written.
 
-Subprocesses share a bytecode cache (``PYTHONPYCACHEPREFIX``): without one
-(``PYTHONDONTWRITEBYTECODE``), each would compile SQLAlchemy and Alembic anew,
-about 2 s apiece.
+Subprocesses share a bytecode cache (``PYTHONPYCACHEPREFIX``, set by the root
+conftest), so a rewritten models module gets a new modification time.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -142,12 +142,6 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         run_coroutine(admin(backend, [drop]))
 
 
-@pytest.fixture(scope="session")
-def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One bytecode cache for every subprocess of the run."""
-    return tmp_path_factory.mktemp("pycache")
-
-
 @dataclass
 class Project:
     """A project directory with ``models.py``, where ``db migrate`` runs; keeps what every command printed."""
@@ -155,6 +149,7 @@ class Project:
     path: Path
     env: dict[str, str]
     outputs: list[tuple[str, str]] = field(default_factory=list)
+    writes: int = 0
 
     def db(self, *args: str, expect: int | None = 0, extra_env: dict[str, str] | None = None) -> str:
         """Run ``db ARGS``; asserts its exit status (unless ``expect`` is None); returns stdout + stderr."""
@@ -177,8 +172,12 @@ class Project:
         return output
 
     def write_models(self, text: str) -> None:
-        (self.path / "models.py").write_text(text)
-        shutil.rmtree(self.path / "__pycache__", ignore_errors=True)
+        path = self.path / "models.py"
+        path.write_text(text)
+        # Bytecode is reused while the source's size and modification time (whole seconds) match.
+        self.writes += 1
+        stamp = time.time() + self.writes
+        os.utime(path, (stamp, stamp))
 
     def use_models(self) -> None:
         """Point env.py's target_metadata at models.Base.metadata, as the template's comment says."""
@@ -199,23 +198,21 @@ class Project:
                     assert_no_secret(path.read_bytes().decode("latin-1"), str(path))
 
 
-def base_env(pycache: Path, target_env: dict[str, str], path: Path | None) -> dict[str, str]:
-    """This environment less its ``DB_*``, plus ``target_env``, the bytecode cache and ``path`` first on PYTHONPATH."""
+def base_env(target_env: dict[str, str], path: Path | None) -> dict[str, str]:
+    """This environment less its ``DB_*``, plus ``target_env`` and ``path`` first on PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DB_") and k.upper() != "DATABASE_URL"}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(target_env)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
 
 @pytest.fixture
-def project(tmp_path: Path, target: Target, pycache: Path) -> Project:
+def project(tmp_path: Path, target: Target) -> Project:
     path = tmp_path / "project"
     path.mkdir()
     (path / "models.py").write_text(MODELS)
-    return Project(path, base_env(pycache, target.env, path))
+    return Project(path, base_env(target.env, path))
 
 
 def revision_file(project: Project, slug: str) -> str:
@@ -348,13 +345,13 @@ def test_clear_errors(project: Project, target: Target) -> None:
     assert "items" not in target.inspect()[0]
 
 
-def test_without_alembic_one_line_says_what_to_install(tmp_path: Path, pycache: Path) -> None:
+def test_without_alembic_one_line_says_what_to_install(tmp_path: Path) -> None:
     shim = tmp_path / "shim" / "alembic"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError(\"No module named 'alembic' (a test shim)\")\n")
     path = tmp_path / "project"
     path.mkdir()
-    env = base_env(pycache, {"DB_TYPE": "sqlite", "DB_NAME": str(tmp_path / "app.db")}, path)
+    env = base_env({"DB_TYPE": "sqlite", "DB_NAME": str(tmp_path / "app.db")}, path)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "shim"), env["PYTHONPATH"]])
     project = Project(path, env)
     out = project.db("migrate", "current", expect=1)
@@ -432,9 +429,7 @@ def readme_blocks() -> list[tuple[str, str]]:
     return re.findall(r"^```(\w+)\n(.*?)^```", section[1], re.DOTALL | re.MULTILINE)
 
 
-def test_the_readme_migrations_section_runs_as_written(
-    tmp_path: Path, pycache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_readme_migrations_section_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Shell lines run in a project (our `myapp.models`), env.py's lines replace its placeholder, files are written."""
     path = tmp_path / "project"
     (path / "myapp").mkdir(parents=True)
@@ -443,7 +438,7 @@ def test_the_readme_migrations_section_runs_as_written(
     database = tmp_path / "app.db"
     target = {"DB_TYPE": "sqlite", "DB_NAME": str(database)}
     # No PYTHONPATH: alembic.ini's prepend_sys_path puts the working directory on sys.path for env.py.
-    env = base_env(pycache, target, None)
+    env = base_env(target, None)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     project = Project(path, env)
     blocks = readme_blocks()

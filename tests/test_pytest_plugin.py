@@ -111,7 +111,7 @@ def _environment(**values: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.upper().startswith(("DB_", "PYTEST_")) and key.upper() != "DATABASE_URL"
     }
-    return {**env, "PYTHONDONTWRITEBYTECODE": "1", **values}
+    return {**env, **values}
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
@@ -181,11 +181,15 @@ def test_reuse_keeps_the_test_database_and_its_tables_empty(project: Project) ->
     assert project.tables() is None
 
 
-@pytest.mark.parametrize("mode", ["strict", "auto"])
-@pytest.mark.parametrize("scope", ["function", "module", "session"])
+# Every combination on SQLite, two of them on each server.
+MODES = [
+    *(("sqlite", mode, scope) for mode in ("strict", "auto") for scope in ("function", "module", "session")),
+    *((server, *pair) for server in ("postgres", "mysql") for pair in (("strict", "module"), ("auto", "session"))),
+]
+
+
+@pytest.mark.parametrize(("project", "mode", "scope"), MODES, indirect=["project"])
 def test_pytest_asyncio_modes_and_loop_scopes(project: Project, mode: str, scope: str) -> None:
-    if project.backend != "sqlite" and (mode, scope) not in {("strict", "module"), ("auto", "session")}:
-        pytest.skip("every combination runs on SQLite; two of them on each server")
     result = project.pytest(
         "-W",
         "error",
@@ -200,9 +204,8 @@ def test_pytest_asyncio_modes_and_loop_scopes(project: Project, mode: str, scope
     assert f"{EXAMPLE_TESTS} passed" in result.stdout, show(result)
 
 
+@pytest.mark.parametrize("project", ["sqlite"], indirect=True)
 def test_a_fixture_loop_other_than_the_test_s_is_named(project: Project) -> None:
-    if project.backend != "sqlite":
-        pytest.skip("the same on every backend")
     result = project.pytest("-q", "-o", "asyncio_default_test_loop_scope=module", "tests/test_units.py")
     assert result.returncode == 1, show(result)
     # The code under test would otherwise have committed for good, outside the test's transaction.
@@ -222,9 +225,8 @@ def pytest_runtest_call(item):
 """
 
 
+@pytest.mark.parametrize("project", ["postgres", "mysql"], indirect=True)
 def test_each_xdist_worker_gets_its_own_database(project: Project, tmp_path: Path) -> None:
-    if project.backend == "sqlite":
-        pytest.skip("a file per worker: the servers are the case that matters (and each run takes 20 s)")
     (project.path / "recorder.py").write_text(RECORDER, encoding="utf-8")
     record = tmp_path / "workers.txt"
     result = project.pytest("-n", "4", "-p", "recorder", env={"RECORD": str(record)})
@@ -245,9 +247,8 @@ def test_each_xdist_worker_gets_its_own_database(project: Project, tmp_path: Pat
             assert project.tables(f"{project.test_database}_{worker}") is None
 
 
+@pytest.mark.parametrize("project", ["sqlite"], indirect=True)
 def test_settings_errors_reach_only_the_tests_that_use_a_database(project: Project) -> None:
-    if project.backend != "sqlite":
-        pytest.skip("the same on every backend")
     (project.path / "tests" / "test_plain.py").write_text("def test_plain():\n    assert True\n", encoding="utf-8")
     result = project.pytest(
         "-q", "tests/test_plain.py", "tests/test_isolation.py", env={"DB_POOL_SIZE": "many", "DB_PASSWORD": "s3cr3t"}
@@ -300,9 +301,8 @@ async def test_both_databases_are_rolled_back(db_session, db_engine, attempt):
 """
 
 
+@pytest.mark.parametrize("project", ["sqlite"], indirect=True)
 def test_named_databases_get_test_databases_too(project: Project, tmp_path: Path) -> None:
-    if project.backend != "sqlite":
-        pytest.skip("the same on every backend")
     (project.path / "tests" / "test_named.py").write_text(NAMED, encoding="utf-8")
     (project.path / "pytest.ini").write_text(
         "[pytest]\npythonpath = . tests\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
@@ -322,3 +322,28 @@ def test_named_databases_get_test_databases_too(project: Project, tmp_path: Path
     ], show(result)
     assert not analytics.exists(), "the configured named database was touched"
     assert not (tmp_path / "test_analytics.db").exists()
+
+
+@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+def test_migrations_build_the_test_database(project: Project) -> None:
+    db = Path(sys.executable).parent / "db"
+
+    def migrate(*args: str) -> None:
+        done = subprocess.run(
+            [db, "migrate", *args], cwd=project.path, env=project.env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+    migrate("init")
+    env_py = project.path / "migrations" / "env.py"
+    models = "from service import Base\ntarget_metadata = Base.metadata"
+    env_py.write_text(env_py.read_text().replace("target_metadata = None", models))
+    migrate("revision", "--autogenerate", "-m", "users and notes")
+    pyproject = project.path / "pyproject.toml"
+    schema = pyproject.read_text().replace('db_metadata = ["service:Base"]', 'db_migrations = ["alembic.ini"]')
+    pyproject.write_text(schema)
+    result = project.pytest("--db-reuse")
+    assert result.returncode == 0, show(result)
+    assert f"{EXAMPLE_TESTS} passed" in result.stdout, show(result)
+    assert project.tables() == ["alembic_version", *TABLES]
+    assert project.count_users() == 0

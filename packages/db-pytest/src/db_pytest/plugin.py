@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -46,6 +47,7 @@ class _TestDatabase:
     name: str
     connector: DBConnector
     metadata: str | None
+    migrations: Path | None
     created: bool = False
 
 
@@ -65,7 +67,7 @@ _RUN = pytest.StashKey[_Run]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--db-reuse``, ``--db-create`` and the ``db_metadata`` ini option."""
+    """``--db-reuse``, ``--db-create`` and the ``db_migrations`` and ``db_metadata`` ini options."""
     group = parser.getgroup("db", "test databases (db-pytest)")
     group.addoption(
         "--db-reuse",
@@ -73,6 +75,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep the test databases after the run and use them again next time (their schema is brought up to date)",
     )
     group.addoption("--db-create", action="store_true", help="with --db-reuse: create the test databases anew")
+    parser.addini(
+        "db_migrations",
+        "the alembic.ini whose migrations build every test database (upgrade head), relative to the rootdir; "
+        "for a named database, a line name=path (needs db-core[migrations])",
+        type="linelist",
+        default=[],
+    )
     parser.addini(
         "db_metadata",
         "the MetaData (or declarative base) whose tables every test database gets, as package.module:Base; "
@@ -91,21 +100,24 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     suffix = f"_{worker}" if worker else ""
     try:
-        metadata = _metadata_paths(config.getini("db_metadata"))
+        metadata = _per_database(config.getini("db_metadata"))
+        migrations = _per_database(config.getini("db_migrations"))
         configured = DatabaseSettings()
         names = configured.database_names
-        unknown = sorted(metadata.keys() - set(names))
-        if unknown:
-            raise ConfigurationError(
-                f"db_metadata names {unknown}, which are not configured databases ({', '.join(names)})"
-            )
+        for option, given in (("db_metadata", metadata), ("db_migrations", migrations)):
+            unknown = sorted(given.keys() - set(names))
+            if unknown:
+                raise ConfigurationError(
+                    f"{option} names {unknown}, which are not configured databases ({', '.join(names)})"
+                )
         tests: dict[str, DatabaseSettings] = {}
         for name in names:
             own = configured.database(name)
             connector = get_connector(own)
             test = own.for_database(connector.test_database_name(suffix))
             tests[name] = test
-            run.databases.append(_TestDatabase(name, get_connector(test), metadata.get(name)))
+            ini = config.rootpath / migrations[name] if name in migrations else None
+            run.databases.append(_TestDatabase(name, get_connector(test), metadata.get(name), ini))
         named = {name: test for name, test in tests.items() if name != DEFAULT_DATABASE}
         run.settings = tests[DEFAULT_DATABASE].model_copy(update={"databases": named})
     except DBError as exc:
@@ -144,7 +156,8 @@ def db_setup(pytestconfig: pytest.Config, db_settings: DatabaseSettings) -> Iter
     """Create the test databases once per run (per xdist worker), with their schema; drop them at the end.
 
     A leftover of an interrupted run is dropped first. The schema comes from
-    the ``db_metadata`` ini option (``create_all``). ``--db-reuse`` keeps the
+    the ``db_migrations`` ini option (Alembic's ``upgrade head``) and the
+    ``db_metadata`` one (``create_all`` of what is still missing). ``--db-reuse`` keeps the
     databases between runs (``--db-create`` to start afresh). Override this
     fixture to build the schema another way or to load shared data (request
     the original by name in the override, then add to it).
@@ -220,11 +233,19 @@ async def _roll_back(outer: Any, name: str) -> None:
 
 
 async def _create(run: _Run) -> None:
+    from db_core import DEFAULT_DATABASE
+
     for database in run.databases:
         if not run.reuse or run.recreate:
             await database.connector.drop_database()  # a leftover of an interrupted run
         created = await database.connector.create_database()
         database.created = True
+        if database.migrations is not None:
+            from db_core.migrations import upgrade
+
+            # On this loop's engine of the test database: the run's settings are configured already.
+            named = None if database.name == DEFAULT_DATABASE else database.name
+            await upgrade("head", config=database.migrations, database=named)
         if database.metadata is not None:
             metadata = _import_metadata(database.metadata)
             engine = database.connector.create_engine()
@@ -252,7 +273,8 @@ async def _finish(run: _Run) -> None:
             run.report.append(f"{database.connector.database!r}: dropped")
 
 
-def _metadata_paths(lines: list[str]) -> dict[str, str]:
+def _per_database(lines: list[str]) -> dict[str, str]:
+    """An ini option's lines, ``value`` (the default database's) or ``name=value``, by database name."""
     from db_core import DEFAULT_DATABASE
 
     paths: dict[str, str] = {}
