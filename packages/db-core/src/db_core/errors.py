@@ -18,6 +18,7 @@ __all__ = [
     "ConnectorNotFoundError",
     "ConcurrentUseError",
     "DBError",
+    "MigrationError",
     "NoReplicaAvailableError",
     "PoolExhaustedError",
     "UnitOfWorkError",
@@ -113,6 +114,10 @@ class AmbiguousConnectorError(ConnectorError, LookupError):
             "Uninstall all but one of them, or pick one in code with "
             f"db_core.register_connector({name!r}, <the connector class>)"
         )
+
+
+class MigrationError(DBError):
+    """A migration cannot run as asked (no ``alembic.ini``, no Alembic, ...); the message names the fix."""
 
 
 class UnitOfWorkError(DBError, RuntimeError):

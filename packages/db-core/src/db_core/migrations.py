@@ -33,7 +33,7 @@ from sqlalchemy import Connection, MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db_core.engine import get_connector_instance, get_engine
-from db_core.errors import DBError
+from db_core.errors import MigrationError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -119,10 +119,6 @@ formatter = generic
 format = %(levelname)-5.5s [%(name)s] %(message)s
 datefmt = %H:%M:%S
 """
-
-
-class MigrationError(DBError):
-    """A migration cannot run as asked (no ``alembic.ini``, no Alembic, ...); the message names the fix."""
 
 
 def require_alembic() -> None:
