@@ -6,7 +6,7 @@ nor leaks a connection.
 """
 
 from db_core.__about__ import __version__
-from db_core.connector import API_VERSION, DBConnector
+from db_core.connector import API_VERSION, DBConnector, ShellCommand
 from db_core.engine import (
     AsyncSessionMaker,
     configure,
@@ -71,6 +71,7 @@ __all__ = [
     "PoolExhaustedError",
     "ReplicaFallback",
     "SSLMode",
+    "ShellCommand",
     "UnitOfWork",
     "UnitOfWorkError",
     "UnknownDatabaseError",

@@ -1,4 +1,4 @@
-"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``db check``, ``db migrate``."""
+"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``db check``, ``db migrate``, ``db shell``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import configparser
 import logging.config
 import math
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from db_core.__about__ import __version__
@@ -45,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: $WEB_CONCURRENCY, else 1)",
     )
     _add_migrate(commands)
-    args = parser.parse_args(argv)
+    shell = _add_shell(commands)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["shell"]:  # its arguments are the client's, which argparse would not leave alone
+        return _shell(shell, arguments[1:])
+    args = parser.parse_args(arguments)
     if args.command == "backends":
         return _backends()
     if args.command == "migrate":
@@ -333,3 +341,117 @@ def _describe_diff(diff: Any) -> str:
 
 def _masked(text: str, settings: DatabaseSettings | None) -> str:
     return settings.mask_password(text) if settings is not None else text
+
+
+# -- db shell -----------------------------------------------------------------------------------------------------
+
+_SHELL_EXAMPLES = """\
+everything after the options (and after --) goes to the client unchanged:
+  db shell -c 'select 1'        PostgreSQL: psql
+  db shell -e 'select 1'        MySQL/MariaDB: mariadb (or mysql)
+  db shell 'select 1;'          SQLite: sqlite3
+"""
+
+
+def _add_shell(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    shell = commands.add_parser(
+        "shell",
+        help="open the backend's client (psql, mariadb, sqlite3) on the DB_* database",
+        description="Open the backend's own client on the database of the DB_* settings and return its exit "
+        "status. The password goes to it through its environment or a private file, never its command line.",
+        epilog=_SHELL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    shell.add_argument(
+        "--database", metavar="NAME", help="a named database (DB_DATABASES__NAME__*) instead of the DB_* one"
+    )
+    shell.add_argument("arguments", nargs="*", metavar="ARGS", help="the client's own arguments")
+    return shell
+
+
+def _shell(parser: argparse.ArgumentParser, arguments: list[str]) -> int:
+    """``db shell [--database NAME] [--] ARGS...``: the client's exit status (127: not installed)."""
+    database: str | None = None
+    if arguments[:1] in (["-h"], ["--help"]):
+        parser.print_help()
+        return 0
+    if arguments[:1] == ["--database"]:
+        if len(arguments) < 2:
+            parser.error("argument --database: expected one argument")
+        database, arguments = arguments[1], arguments[2:]
+    elif arguments and arguments[0].startswith("--database="):
+        database, arguments = arguments[0].partition("=")[2], arguments[1:]
+    if arguments[:1] == ["--"]:
+        arguments = arguments[1:]
+    settings: DatabaseSettings | None = None
+    try:
+        settings = DatabaseSettings().database(database)
+        connector = get_connector(settings)
+        if settings.ssl_mode != "disable":
+            connector.check_ssl_files()  # named before the client reads them
+    except DBError as exc:
+        print(f"db shell: {_masked(str(exc), settings)}", file=sys.stderr)
+        return 2
+    try:
+        with connector.shell(arguments) as command:
+            # The client needs none of the DB_* variables; DB_PASSWORD stays out of its environment.
+            env = {k: v for k, v in os.environ.items() if not _is_setting(k)}
+            env.update(command.env)
+            client = command.argv[0]
+            if shutil.which(client, path=env.get("PATH", os.defpath)) is None:
+                print(_missing_client(client, command.package), file=sys.stderr)
+                return 127
+            return _run_client(command.argv, env, client, command.package)
+    except ConfigurationError as exc:
+        print(f"db shell: {settings.mask_password(str(exc))}", file=sys.stderr)
+        return 2
+    except DBError as exc:
+        print(f"db shell: {settings.mask_password(str(exc))}", file=sys.stderr)
+        return 1
+
+
+def _is_setting(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith("DB_") or upper == "DATABASE_URL"
+
+
+def _missing_client(client: str, package: str) -> str:
+    install = f"; install it (Debian, Ubuntu: apt-get install {package})" if package else ""
+    return f"db shell: {client} is not installed (not found on PATH){install}"
+
+
+def _run_client(argv: list[str], env: dict[str, str], client: str, package: str) -> int:
+    """Run the client in the foreground; its exit status (128 + N when signal N ended it)."""
+    try:
+        process = subprocess.Popen(argv, env=env)
+    except FileNotFoundError:
+        print(_missing_client(client, package), file=sys.stderr)
+        return 127
+    except PermissionError as exc:
+        print(f"db shell: cannot run {client}: {exc.strerror}", file=sys.stderr)
+        return 126
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        process.send_signal(signum)
+
+    # Ctrl-C reaches the client from the terminal (one process group) and is the client's to handle;
+    # a SIGTERM or SIGHUP sent to db alone is passed on. Either way db outlives the client, so the
+    # private file is removed.
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], None] | signal.Handlers] = {
+        signal.SIGINT: signal.SIG_IGN,
+        signal.SIGTERM: forward,
+        signal.SIGHUP: forward,
+    }
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        while True:
+            try:
+                status = process.wait()
+                break
+            except KeyboardInterrupt:  # one that came before SIGINT was ignored
+                continue
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
+    return 128 - status if status < 0 else status

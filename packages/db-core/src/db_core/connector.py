@@ -10,9 +10,13 @@ is db_core's job, so a connector stays small.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +30,7 @@ from db_core.errors import ConfigurationError, ConnectorError
 from db_core.pool import QueuePool
 from db_core.settings import DatabaseSettings
 
-__all__ = ["API_VERSION", "LOST_CONNECTION_NOTE", "DBConnector"]
+__all__ = ["API_VERSION", "LOST_CONNECTION_NOTE", "DBConnector", "ShellCommand"]
 
 # PostgreSQL truncates longer identifiers (63 bytes); MySQL refuses names over 64.
 _MAX_NAME_LENGTH = 63
@@ -40,6 +44,21 @@ equal and its minor is not newer than this one (a minor version only adds
 hooks); otherwise it refuses it, naming its distribution and the package to
 upgrade, instead of failing later in a query.
 """
+
+
+@dataclass(frozen=True)
+class ShellCommand:
+    """The backend's interactive client, as :meth:`DBConnector.shell` prepares it for ``db shell``.
+
+    ``argv`` is the command line (the client's name first, found on ``PATH``);
+    it never holds the password. ``env`` is added to the client's environment
+    (``PGPASSWORD``, ``PGSSLMODE``...). ``package`` names the (Debian) package
+    that provides the client, for the one-line error when it is not installed.
+    """
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    package: str = ""
 
 
 class DBConnector:
@@ -282,6 +301,40 @@ class DBConnector:
                 yield connection
         finally:
             await engine.dispose()
+
+    @contextmanager
+    def shell(self, arguments: Sequence[str]) -> Iterator[ShellCommand]:
+        """The backend's own client (``psql``, ``mariadb``, ``sqlite3``) for this database, for ``db shell``.
+
+        ``arguments`` go to the client unchanged, after the connection's own.
+        The password must never be on the command line, where every user of
+        the machine can read it: give it through ``env`` or a file made with
+        :meth:`private_file`, which this context removes again when the
+        client has exited. Default: no shell (:class:`~db_core.errors.ConnectorError`).
+        """
+        raise ConnectorError(
+            f"the {self.name!r} connector has no shell (it does not implement DBConnector.shell()); "
+            "run its database's own client"
+        )
+        yield  # pragma: no cover  (a generator, for @contextmanager)
+
+    @staticmethod
+    @contextmanager
+    def private_file(text: str, name: str = "secret") -> Iterator[Path]:
+        """A file holding ``text`` (UTF-8) that only this OS user can read (0600, in a 0700 directory of its own).
+
+        For a client that reads its password from a file; file and directory
+        are deleted when the context exits, whatever the way.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="db-shell-"))  # mode 0700
+        try:
+            path = directory / name
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(text)
+            yield path
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def create_engine(self) -> AsyncEngine:
         """Create a new engine with this connector's URL, arguments and hooks."""

@@ -6,8 +6,12 @@ import asyncio
 import functools
 import math
 import re
+import shutil
 import ssl
-from collections.abc import Awaitable, Callable
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiomysql
@@ -17,7 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db_core import DBConnector
+from db_core import DBConnector, ShellCommand
 from db_mysql.__about__ import __version__
 
 __all__ = ["MySQLConnector", "__version__"]
@@ -133,6 +137,41 @@ class MySQLConnector(DBConnector):
             return False
         return reader.at_eof() or reader.exception() is not None or bool(getattr(reader, "_buffer", None))
 
+    @contextmanager
+    def shell(self, arguments: Sequence[str]) -> Iterator[ShellCommand]:
+        """``mariadb`` (else ``mysql``) on this database, over TCP, in utf8mb4.
+
+        The password is in an option file of its own (``[client]``, mode 0600,
+        removed when the client exits), which ``--defaults-extra-file``, the
+        first argument, names. TLS: ``--ssl-ca``, ``--ssl-cert``, ``--ssl-key``
+        and the mode (the MariaDB client: ``--skip-ssl``, ``--ssl``, and
+        ``--ssl-verify-server-cert`` for both ``verify-ca`` and ``verify-full``,
+        so the host name is checked too; MySQL's: ``--ssl-mode``).
+        ``DB_APPLICATION_NAME`` has no equivalent in these clients.
+        """
+        s = self.settings
+        client = next((name for name in ("mariadb", "mysql") if shutil.which(name)), "mariadb")
+        argv = [
+            client,
+            "--protocol=TCP",
+            f"--host={s.host}",
+            f"--port={self.port}",
+            "--default-character-set=utf8mb4",
+            f"--connect-timeout={max(1, math.ceil(s.connect_timeout_seconds))}",
+        ]
+        if s.user:
+            argv.append(f"--user={s.user}")
+        argv += _tls_options(client, s.ssl_mode, s.ssl_ca_file, s.ssl_cert_file, s.ssl_key_file)
+        argv.append(f"--database={self.database}")
+        password = s.password.get_secret_value()
+        if not password:
+            yield ShellCommand([*argv, *arguments], package="mariadb-client")
+            return
+        with self.private_file(f"[client]\npassword={_option_value(password)}\n", "client.cnf") as path:
+            # The client reads --defaults-extra-file only as its very first argument.
+            command = [client, f"--defaults-extra-file={path}", *argv[1:], *arguments]
+            yield ShellCommand(command, package="mariadb-client")
+
     def get_connect_args(self) -> dict[str, Any]:
         """utf8mb4, no local infile, the connect timeout, TLS and the program name."""
         s = self.settings
@@ -158,6 +197,40 @@ class MySQLConnector(DBConnector):
                 _explain_tls_errors, args["async_creator_fn"], f"{s.host}:{self.port}", self
             )
         return args
+
+
+def _option_value(value: str) -> str:
+    """``value`` double-quoted for a MySQL option file, with the escapes its parser undoes."""
+    escapes = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b"}
+    return '"' + "".join(escapes.get(character, character) for character in value) + '"'
+
+
+def _tls_options(client: str, mode: str | None, ca: Path | None, cert: Path | None, key: Path | None) -> list[str]:
+    """The client's TLS options for ``DB_SSL_MODE``; unset, like the connector, it uses no TLS and no file."""
+    if mode is None:
+        return []
+    mariadb = _is_mariadb_client(client)
+    if mode == "disable":
+        return ["--skip-ssl"] if mariadb else ["--ssl-mode=DISABLED"]
+    files = [f"--ssl-{name}={path}" for name, path in (("ca", ca), ("cert", cert), ("key", key)) if path is not None]
+    if mariadb:
+        # No "prefer" (the files alone turn TLS on); verify-ca checks the host name too, stricter than asked.
+        flags = {"prefer": [], "require": ["--ssl"]}.get(mode, ["--ssl", "--ssl-verify-server-cert"])
+    else:
+        names = {"prefer": "PREFERRED", "require": "REQUIRED", "verify-ca": "VERIFY_CA"}
+        flags = [f"--ssl-mode={names.get(mode, 'VERIFY_IDENTITY')}"]
+    return [*flags, *files]
+
+
+def _is_mariadb_client(client: str) -> bool:
+    """``mariadb``, or a ``mysql`` that is MariaDB's (Debian links it so); Oracle's spells TLS options otherwise."""
+    if client == "mariadb":
+        return True
+    try:
+        version = subprocess.run([client, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return "mariadb" in version.stdout.lower()
 
 
 async def _connect_within(

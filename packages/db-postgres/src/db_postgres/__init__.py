@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+import math
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db_core import DBConnector
+from db_core import DBConnector, ShellCommand
 from db_postgres.__about__ import __version__
 
 __all__ = ["PostgresConnector", "__version__"]
@@ -78,6 +80,31 @@ class PostgresConnector(DBConnector):
             name = _quote(connection, self.database)
             await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    @contextmanager
+    def shell(self, arguments: Sequence[str]) -> Iterator[ShellCommand]:
+        """``psql`` on this database: the server, user and database as a conninfo, the rest through libpq's variables.
+
+        The password is ``PGPASSWORD``, TLS ``PGSSLMODE``, ``PGSSLROOTCERT``,
+        ``PGSSLCERT`` and ``PGSSLKEY``, the application name ``PGAPPNAME``, the
+        connect timeout ``PGCONNECT_TIMEOUT`` (whole seconds). The conninfo's
+        values are quoted, so a database or user name with spaces, quotes or
+        ``=`` reaches libpq as it is.
+        """
+        s = self.settings
+        parts = {"host": s.host, "port": str(self.port), "user": s.user or "", "dbname": self.database}
+        conninfo = " ".join(f"{key}={_conninfo_value(value)}" for key, value in parts.items() if value)
+        env = {"PGCONNECT_TIMEOUT": str(max(1, math.ceil(s.connect_timeout_seconds)))}
+        password = s.password.get_secret_value()
+        if password:
+            env["PGPASSWORD"] = password
+        if s.ssl_mode:
+            env["PGSSLMODE"] = s.ssl_mode
+        files = {"PGSSLROOTCERT": s.ssl_ca_file, "PGSSLCERT": s.ssl_cert_file, "PGSSLKEY": s.ssl_key_file}
+        env.update({variable: str(path) for variable, path in files.items() if path is not None})
+        if s.application_name:
+            env["PGAPPNAME"] = s.application_name
+        yield ShellCommand(["psql", f"--dbname={conninfo}", *arguments], env, package="postgresql-client")
+
     def get_connect_args(self) -> dict[str, Any]:
         """The connect timeout, TLS, ``application_name`` and ``statement_timeout`` for asyncpg."""
         s = self.settings
@@ -120,6 +147,11 @@ _TRANSIENT = frozenset({"40001", "40P01"})
 
 def _quote(connection: AsyncConnection, name: str) -> str:
     return connection.dialect.identifier_preparer.quote_identifier(name)
+
+
+def _conninfo_value(value: str) -> str:
+    """A value for a libpq conninfo string: single-quoted, backslashes and quotes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _milliseconds(seconds: float) -> str:

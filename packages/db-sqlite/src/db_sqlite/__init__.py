@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
-from db_core import ConfigurationError, DBConnector
+from db_core import ConfigurationError, DBConnector, ShellCommand
 from db_sqlite.__about__ import __version__
 from db_sqlite.connection import connect as db_connect
 
@@ -84,6 +85,18 @@ class SQLiteConnector(DBConnector):
                 "set DB_NAME to a path without ~user, or of an existing user"
             ) from None
         return URL.create(self.drivername, database=str(path.absolute()))
+
+    @contextlib.contextmanager
+    def shell(self, arguments: Sequence[str]) -> Iterator[ShellCommand]:
+        """``sqlite3`` on the database file (its absolute path), with foreign keys on and the busy timeout.
+
+        ``:memory:`` opens a new, empty in-memory database: the application's
+        own lives inside its process.
+        """
+        database = MEMORY if self.is_memory else str(self.get_url().database)
+        timeout = round(self.settings.sqlite_busy_timeout_seconds * 1000)
+        argv = ["sqlite3", "-cmd", f".timeout {timeout}", "-cmd", "PRAGMA foreign_keys = ON", database, *arguments]
+        yield ShellCommand(argv, package="sqlite3")
 
     def get_connect_args(self) -> dict[str, Any]:
         """The busy timeout (how long a writer waits for another process's lock)."""
