@@ -33,6 +33,7 @@ from db_core.errors import (
     UnknownDatabaseError,
 )
 from db_core.health import PingResult, ping
+from db_core.pool import POOL_STATS_KEYS, pool_stats
 from db_core.registry import (
     ENTRY_POINT_GROUP,
     ConnectorInfo,
@@ -64,6 +65,7 @@ __all__ = [
     "DBError",
     "DBSession",
     "DatabaseSettings",
+    "POOL_STATS_KEYS",
     "MigrationError",
     "PingResult",
     "READ_ONLY_NOTE",
@@ -88,6 +90,7 @@ __all__ = [
     "in_unit_of_work",
     "join_transaction",
     "ping",
+    "pool_stats",
     "register_connector",
     "resolve_connector",
     "run_transaction",
