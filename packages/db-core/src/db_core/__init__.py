@@ -32,7 +32,7 @@ from db_core.errors import (
     UnitOfWorkError,
     UnknownDatabaseError,
 )
-from db_core.health import PingResult, ping
+from db_core.health import HealthResult, PingResult, health, ping
 from db_core.pool import POOL_STATS_KEYS, pool_stats
 from db_core.registry import (
     ENTRY_POINT_GROUP,
@@ -66,6 +66,7 @@ __all__ = [
     "DBSession",
     "DatabaseSettings",
     "POOL_STATS_KEYS",
+    "HealthResult",
     "MigrationError",
     "PingResult",
     "READ_ONLY_NOTE",
@@ -87,6 +88,7 @@ __all__ = [
     "get_sessionmaker",
     "get_settings",
     "has_replicas",
+    "health",
     "in_unit_of_work",
     "join_transaction",
     "ping",
