@@ -204,3 +204,18 @@ def test_mask_password_hides_every_spelling() -> None:
     assert s.mask_password(text) == "login *** failed; url ***; path ***"
     # Too short to mask without garbling the message: left as it is.
     assert DatabaseSettings(password="a", _env_file=None).mask_password("a cat") == "a cat"
+
+
+def test_health_timeout_defaults_to_two_seconds_and_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert DatabaseSettings(_env_file=None).health_timeout_seconds == 2.0
+    monkeypatch.setenv("DB_HEALTH_TIMEOUT_SECONDS", "0.75")
+    assert DatabaseSettings(_env_file=None).health_timeout_seconds == 0.75
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_health_timeout_must_be_positive(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DB_HEALTH_TIMEOUT_SECONDS", value)
+    with pytest.raises(ConfigurationError, match="DB_HEALTH_TIMEOUT_SECONDS"):
+        DatabaseSettings(_env_file=None)

@@ -32,7 +32,8 @@ from db_core.errors import (
     UnitOfWorkError,
     UnknownDatabaseError,
 )
-from db_core.health import PingResult, ping
+from db_core.health import HealthResult, PingResult, health, ping
+from db_core.pool import POOL_STATS_KEYS, pool_stats
 from db_core.registry import (
     ENTRY_POINT_GROUP,
     ConnectorInfo,
@@ -64,6 +65,8 @@ __all__ = [
     "DBError",
     "DBSession",
     "DatabaseSettings",
+    "POOL_STATS_KEYS",
+    "HealthResult",
     "MigrationError",
     "PingResult",
     "READ_ONLY_NOTE",
@@ -86,9 +89,11 @@ __all__ = [
     "get_sessionmaker",
     "get_settings",
     "has_replicas",
+    "health",
     "in_unit_of_work",
     "join_transaction",
     "ping",
+    "pool_stats",
     "register_connector",
     "resolve_connector",
     "run_transaction",

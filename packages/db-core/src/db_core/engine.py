@@ -239,6 +239,19 @@ def join_transaction(connection: AsyncConnection, database: str | None = None) -
         event.remove(sync_connection, "before_cursor_execute", refuse_implicit_commit)
 
 
+def live_engines(database: str | None = None) -> list[AsyncEngine]:
+    """The primary engine of ``database`` on every open event loop that has one (for :func:`~db_core.pool_stats`).
+
+    Safe from any thread: a snapshot, taken without the lock.
+    """
+    found = []
+    for entry in list(_get_database(database).engines.values()):
+        loop = entry.loop() if entry.loop is not None else None
+        if entry.loop is None or (loop is not None and not loop.is_closed()):
+            found.append(entry.engine)
+    return found
+
+
 def has_replicas(database: str | None = None) -> bool:
     """Whether ``database`` has read replicas configured."""
     return bool(_get_database(database).replicas)

@@ -148,6 +148,12 @@ class DatabaseSettings(BaseSettings):
     connect_timeout_seconds: float = Field(
         default=10.0, gt=0, description="seconds to wait while connecting, a positive number"
     )
+    health_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds a health check (db_core.health(), the readiness route) may take before it reports "
+        "the database unavailable, a positive number",
+    )
     statement_timeout_seconds: float | None = Field(
         default=None,
         # MariaDB rounds below a millisecond to 0, which means no limit at all.

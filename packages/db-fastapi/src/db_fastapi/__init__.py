@@ -13,6 +13,9 @@
   database (``DB_DATABASES__<NAME>__*``), or read-only.
 - :func:`db_lifespan`: disposes the engines at shutdown, around the
   application's own lifespan.
+- :func:`health_router`: a readiness route (``200``/``503`` within
+  ``DB_HEALTH_TIMEOUT_SECONDS``, from :func:`db_core.health`) and a liveness
+  route that never touches the database.
 
 A request that finds no free connection within ``DB_POOL_TIMEOUT_SECONDS``
 is answered ``503 Service Unavailable`` with ``Retry-After`` by the two
@@ -28,14 +31,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import TextClause, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from db_core import DBSession, UnitOfWork, close_session, dispose_engine, get_sessionmaker, ping
+from db_core import DBSession, UnitOfWork, close_session, dispose_engine, get_sessionmaker, health, ping
 from db_fastapi.__about__ import __version__
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "db_transaction",
     "get_db_session",
     "get_db_transaction",
+    "health_router",
 ]
 
 logger = logging.getLogger("db_fastapi")
@@ -171,6 +175,44 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.TimeoutError, busy)
 
 
+def health_router(
+    *, ready_path: str = "/health/ready", live_path: str = "/health/live", database: str | None = None
+) -> APIRouter:
+    """Readiness and liveness routes for load balancers and orchestrators: ``app.include_router(health_router())``.
+
+    - ``GET ready_path`` (readiness) runs :func:`db_core.health` on ``database``
+      (default: the ``DB_*`` one) and answers within ``DB_HEALTH_TIMEOUT_SECONDS``
+      (plus the response's own time): ``200 {"status": "ok", "round_trip_ms": ...,
+      "pool": {...}}`` (:func:`db_core.pool_stats`), or ``503 {"status":
+      "unavailable", "reason": ..., "pool": {...}}`` when the server cannot be
+      reached, does not answer in time, or no pooled connection frees up in time.
+      The reason is one line: never a URL, a password or a traceback.
+    - ``GET live_path`` (liveness) answers ``200 {"status": "alive"}`` without
+      touching the database or the pool: a process whose database is down is
+      still alive, and restarting it would not bring the database back.
+
+    Both answers carry ``Cache-Control: no-store``.
+    """
+    router = APIRouter()
+
+    @router.get(ready_path, summary="Readiness: the database answers", response_class=JSONResponse)
+    async def ready() -> JSONResponse:
+        result = await health(database)
+        if result.ok:
+            round_trip_ms = round((result.round_trip_seconds or 0.0) * 1000, 3)
+            body: dict[str, Any] = {"status": "ok", "round_trip_ms": round_trip_ms, "pool": result.pool}
+            return JSONResponse(body, headers=_NO_STORE)
+        body = {"status": "unavailable", "reason": result.error, "pool": result.pool}
+        return JSONResponse(body, status_code=503, headers=_NO_STORE)
+
+    @router.get(live_path, summary="Liveness: the process answers", response_class=JSONResponse)
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "alive"}, headers=_NO_STORE)
+
+    return router
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
 _BUSY = "the database is busy: no free connection, try again shortly"
 _RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
