@@ -37,6 +37,8 @@ _SUITES: dict[str, Callable[[Path], bool]] = {
     "clusters": lambda path: _TESTS / "clusters" in path.parents,
     "packaging": lambda path: path == _TESTS / "test_packaging.py",
     "plugin": lambda path: path == _TESTS / "test_pytest_plugin.py",
+    "migrations": lambda path: path == _TESTS / "test_migrations.py",
+    "shell": lambda path: path == _TESTS / "test_shell.py",
 }
 
 
