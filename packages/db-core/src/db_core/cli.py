@@ -1,4 +1,4 @@
-"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``db check``, ``db migrate``, ``db shell``."""
+"""The ``db`` command (also ``python -m db_core``): ``db backends``, ``check``, ``init``, ``migrate``, ``shell``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="worker processes that each open these pools, for the connection budget "
         "(default: $WEB_CONCURRENCY, else 1)",
     )
+    _add_init(commands)
     _add_migrate(commands)
     shell = _add_shell(commands)
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backends()
     if args.command == "migrate":
         return _migrate(args)
+    if args.command == "init":
+        return _init(args)
     return _check(args.workers)
 
 
@@ -106,9 +109,9 @@ class _Server:
     per_worker: int
 
 
-def _check(workers: int) -> int:
+def _check(workers: int, env_file: Path | None = None) -> int:
     try:
-        settings = DatabaseSettings()
+        settings = DatabaseSettings() if env_file is None else DatabaseSettings(_env_file=env_file)
         servers = list(_servers(settings))
     except DBError as exc:
         print(f"db check: {exc}", file=sys.stderr)
@@ -200,6 +203,98 @@ def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
             return str(exc).splitlines()[0]
         return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
     return describe_cause(exc)
+
+
+# -- db init ------------------------------------------------------------------------------------------------------
+
+
+def _add_init(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = commands.add_parser(
+        "init",
+        help="ask the backend, the integrations and the connection details; write .env; run db check",
+        description="Ask the database backend, FastAPI, unit of work, pool settings and the connection details "
+        "(the password hidden), write them to a .env file (mode 0600), print the pip install line for the "
+        "choices and run db check. Each flag answers its question; with --yes the others take their defaults "
+        "and nothing is asked. Nothing is written before the last answer.",
+    )
+    init.add_argument("--backend", metavar="NAME", help="postgres (default), mysql or sqlite")
+    init.add_argument("--fastapi", action=argparse.BooleanOptionalAction, help="FastAPI integration (default: yes)")
+    init.add_argument(
+        "--unit-of-work", action=argparse.BooleanOptionalAction, help="the unit of work pattern (default: yes)"
+    )
+    init.add_argument("--pool-size", type=int, metavar="N", help="pooled connections (default: 10; SQLite: 1)")
+    init.add_argument("--max-overflow", type=int, metavar="N", help="extra connections above the pool (20; SQLite: 0)")
+    init.add_argument("--host", help="server host (default: localhost)")
+    init.add_argument("--port", type=int, metavar="PORT", help="server port (default: 5432, 3306)")
+    init.add_argument("--name", help="database name (default: app); SQLite: the file (default: app.db)")
+    init.add_argument("--user", help="user name (default: app)")
+    init.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (with --yes; else $DB_PASSWORD, else none)",
+    )
+    init.add_argument("--env-file", type=Path, default=Path(".env"), metavar="PATH", help="the file to write (.env)")
+    init.add_argument("--example", type=Path, metavar="PATH", help="also write an example module using the choices")
+    init.add_argument("--force", action="store_true", help="replace existing files, keeping each old one as PATH.bak")
+    init.add_argument("--no-check", action="store_true", help="do not run db check at the end")
+    init.add_argument("-y", "--yes", action="store_true", help="ask nothing: defaults where no flag answers")
+
+
+def _init(args: argparse.Namespace) -> int:
+    from db_core import scaffold
+
+    backend = None
+    if args.backend is not None:
+        backend = scaffold.normalise_backend(args.backend)
+        if backend is None:
+            print(f"db init: --backend {args.backend!r}: choose one of {', '.join(scaffold.BACKENDS)}", file=sys.stderr)
+            return 2
+    if args.password_stdin and not args.yes:
+        print("db init: --password-stdin needs --yes (stdin is then not free for the questions)", file=sys.stderr)
+        return 2
+    if not args.yes and not sys.stdin.isatty():
+        print("db init: no terminal to ask in; answer with flags and --yes (db init --help)", file=sys.stderr)
+        return 2
+    answers = scaffold.Answers(
+        backend=backend,
+        fastapi=args.fastapi,
+        unit_of_work=args.unit_of_work,
+        pool_size=args.pool_size,
+        max_overflow=args.max_overflow,
+        host=args.host,
+        port=args.port,
+        name=args.name,
+        user=args.user,
+        example=args.example,
+    )
+    try:
+        scaffold.run(
+            answers,
+            env_file=args.env_file,
+            force=args.force,
+            interactive=not args.yes,
+            password_stdin=args.password_stdin,
+        )
+    except scaffold.InitError as exc:
+        print(f"db init: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("\ndb init: cancelled; nothing written", file=sys.stderr)
+        return 130
+    except EOFError:
+        print("\ndb init: end of input before the last answer; nothing written", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"db init: {exc}", file=sys.stderr)
+        return 1
+    if args.no_check:
+        return 0
+    print("db check:", flush=True)
+    try:
+        return _check(_positive(os.environ.get("WEB_CONCURRENCY") or "1"), env_file=args.env_file)
+    except KeyboardInterrupt:
+        print(f"\ndb init: check cancelled; {args.env_file} is written", file=sys.stderr)
+        return 130
 
 
 # -- db migrate ---------------------------------------------------------------------------------------------------
