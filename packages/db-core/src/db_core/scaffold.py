@@ -306,7 +306,10 @@ def _parse_pool_choice(text: str) -> bool:
 
 def _setting_parser(setting: str, kind: Callable[[str], _T]) -> Callable[[str], _T]:
     def parse(text: str) -> _T:
-        reason = _line_error(text) or setting_error({setting: text})
+        value: object = text
+        with suppress(ValueError):
+            value = kind(text)  # a number is shown as one in the reason
+        reason = _line_error(text) or setting_error({setting: value})
         if reason is not None:
             raise _Invalid(reason)
         return kind(text)
