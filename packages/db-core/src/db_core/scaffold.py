@@ -499,7 +499,8 @@ def write_private_file(path: Path, data: bytes, *, replace: bool, mode: int = 0o
     descriptor = os.open(temporary, flags, mode)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            os.fchmod(file.fileno(), mode)  # exactly mode, whatever the umask
+            if hasattr(os, "fchmod"):  # POSIX: exactly mode, whatever the umask
+                os.fchmod(file.fileno(), mode)
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
