@@ -39,6 +39,7 @@ _SUITES: dict[str, Callable[[Path], bool]] = {
     "plugin": lambda path: path == _TESTS / "test_pytest_plugin.py",
     "migrations": lambda path: path == _TESTS / "test_migrations.py",
     "shell": lambda path: path == _TESTS / "test_shell.py",
+    "init": lambda path: path == _TESTS / "test_init.py",
 }
 
 
