@@ -10,8 +10,8 @@ providers, which can be set once per process):
   has one) or a bound value;
 - a failing statement's span and a cancelled one's end with status ERROR: as
   many spans end as start;
-- an engine made on a new event loop after ``instrument()`` is traced;
-  ``uninstrument()`` stops it all;
+- an engine made on a new event loop after ``instrument()`` is traced, and so
+  are the replicas' and ``DB_DIRECT_URL``'s engines; ``uninstrument()`` stops it all;
 - the pool metrics carry the documented names, units and attributes, with
   :func:`~db_core.pool_stats`'s values;
 - ``import db_core`` imports no OpenTelemetry.
@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from db_core import DatabaseSettings, UnitOfWork, configure, dispose_engine, get_engine, pool_stats, telemetry
+from db_core import engine as engine_module
 from dbtests.secrets import PASSWORD, Login, assert_no_secret
 from dbtests.servers import backend_settings
 
@@ -293,3 +294,33 @@ async def test_pool_metrics_match_pool_stats(backend: str, otel: Otel) -> None:
     assert value("db.client.connection.count", **{telemetry.STATE: "used"}) == 0
     assert value("db.client.connection.count", **{telemetry.STATE: "idle"}) == pool_stats()["idle"] >= 1
     assert PASSWORD not in repr(found)
+
+
+async def test_replica_and_direct_engines_are_traced(postgres_server: Any, otel: Otel) -> None:
+    # The server stands in for a replica of itself: not usable as one (it is no standby), so the
+    # read-only unit of work falls back to the primary; its engine is made, and traced, all the same.
+    settings = postgres_server.settings()
+    url = f"postgresql://{settings.user}@{settings.host}:{settings.port}/{settings.name}"
+    configure(postgres_server.settings(replica_urls=url, replica_fallback="primary", direct_url=url))
+    try:
+        async with get_engine().connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        otel.instrument()
+        async with UnitOfWork(read_only=True) as session:
+            await session.execute(text(statement(0)), {"v": BOUND})
+        async with get_engine(direct=True).connect() as conn:
+            await conn.execute(text(statement(1)), {"v": BOUND})
+        entry = engine_module._get_loop_engine(None)
+        assert entry.replicas
+        assert entry.direct is not None
+        state = telemetry._state
+        assert state is not None
+        traced = {engine.sync_engine for engine in entry.statement_engines()}
+        assert traced <= set(state.engines), "an engine is not traced"
+        assert len(traced) == 3
+        statements = [str((span.attributes or {}).get("db.statement", "")) for span in otel.spans()]
+        expected = [statement(i).replace(":v", "$1") for i in range(2)]
+        assert [s for s in statements if "otel_" in s] == expected
+    finally:
+        await dispose_engine()
+        configure(None)
