@@ -63,7 +63,11 @@ from packaging.version import InvalidVersion, Version
 
 # Extras of db-core that do not name a sibling, each with the distributions it must require.
 # They stay out of `all`, which is for the siblings, unless listed in IN_ALL.
-NON_SIBLING_EXTRAS: dict[str, frozenset[str]] = {"testing": frozenset({"pytest"}), "migrations": frozenset({"alembic"})}
+NON_SIBLING_EXTRAS: dict[str, frozenset[str]] = {
+    "testing": frozenset({"pytest"}),
+    "migrations": frozenset({"alembic"}),
+    "opentelemetry": frozenset({"opentelemetry-api", "opentelemetry-instrumentation-sqlalchemy"}),
+}
 # The non-sibling extras that `all` includes (features of db-core itself, not tools for connector authors).
 IN_ALL: frozenset[str] = frozenset({"migrations"})
 # Siblings that stay out of `all`: db-pytest is a pytest plugin, active in every pytest run of an

@@ -16,7 +16,7 @@ import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +62,13 @@ class _LoopEngine:
     direct: AsyncEngine | None = None
     # Set by join_transaction(): every session of this loop joins one connection's transaction.
     joined: AsyncSessionMaker | None = None
+    # The replicas' engines (owned by the router), for watch_engines().
+    replicas: list[AsyncEngine] = field(default_factory=list)
+
+    def statement_engines(self) -> list[AsyncEngine]:
+        """The engines of this loop that run statements: the primary's, the direct one, the replicas' (no probes)."""
+        direct = [self.direct] if self.direct is not None else []
+        return [self.engine, *direct, *self.replicas]
 
     def engines(self) -> list[AsyncEngine]:
         """Every engine of this loop: the primary's, the direct one, and once routed the replicas'."""
@@ -103,6 +110,9 @@ _JOINED_ELSEWHERE = (
     "set asyncio_default_fixture_loop_scope and asyncio_default_test_loop_scope to the same scope) and call an app "
     "in-process on that loop (httpx's ASGITransport), not in a thread (TestClient)"
 )
+# Called with each engine made from now on (watch_engines()).
+EngineHook = Callable[[AsyncEngine], None]
+_engine_hooks: list[EngineHook] = []
 # Engines a forked child inherited: never used nor closed there (their sockets are the
 # parent's), and kept referenced so the garbage collector does not tidy them up either.
 _inherited: list[AsyncEngine] = []
@@ -164,7 +174,7 @@ def get_engine(database: str | None = None, *, direct: bool = False) -> AsyncEng
             if connector is None:
                 return entry.engine
             if entry.direct is None:
-                entry.direct = connector.create_engine()
+                entry.direct = _made(connector.create_engine())
     return entry.direct
 
 
@@ -250,6 +260,48 @@ def live_engines(database: str | None = None) -> list[AsyncEngine]:
         if entry.loop is None or (loop is not None and not loop.is_closed()):
             found.append(entry.engine)
     return found
+
+
+def watch_engines(hook: EngineHook) -> None:
+    """Call ``hook`` with each engine db_core uses for statements: those open now, then each new one as it is made.
+
+    The seam for integrations such as :mod:`db_core.telemetry`: every event
+    loop's engine of every database, primary, ``DB_DIRECT_URL`` and replicas
+    (not the replicas' one-connection health-check engines). Read-only engines
+    share their primary's or replica's events, so they are not passed. The
+    hook runs under db_core's lock, where the engine is made: it must be quick
+    and must not call back into db_core; what it raises is logged, not raised.
+    Watching with the same hook twice calls it once per engine.
+    """
+    with _lock:
+        if hook in _engine_hooks:
+            return
+        _engine_hooks.append(hook)
+        for database in _databases.values():
+            for entry in database.engines.values():
+                for engine in entry.statement_engines():
+                    _call_hook(hook, engine)
+
+
+def unwatch_engines(hook: EngineHook) -> None:
+    """Stop calling ``hook`` for new engines (no effect if it was not watching)."""
+    with _lock:
+        if hook in _engine_hooks:
+            _engine_hooks.remove(hook)
+
+
+def _made(engine: AsyncEngine) -> AsyncEngine:
+    """``engine``, once every :func:`watch_engines` hook has seen it."""
+    for hook in list(_engine_hooks):
+        _call_hook(hook, engine)
+    return engine
+
+
+def _call_hook(hook: EngineHook, engine: AsyncEngine) -> None:
+    try:
+        hook(engine)
+    except Exception:
+        logger.warning("an engine hook (watch_engines) failed on a new engine", exc_info=True)
 
 
 def has_replicas(database: str | None = None) -> bool:
@@ -346,7 +398,7 @@ def _get_loop_engine(name: str | None) -> _LoopEngine:
         if entry is not None and (entry.loop is None or entry.loop() is loop):
             return entry
         _forget_dead_loops(database)
-        engine = database.connector.create_engine()
+        engine = _made(database.connector.create_engine())
         sessionmaker = AsyncSessionMaker(bind=engine, class_=DBSession, expire_on_commit=False)
         entry = _LoopEngine(weakref.ref(loop) if loop is not None else None, engine, sessionmaker)
         if loop is not None:
@@ -360,7 +412,8 @@ def _read_only_sessionmaker(database: _Database, entry: _LoopEngine) -> AsyncSes
     primary = read_only_engine(database.connector, entry.engine)
     if database.replica_set is None:
         return AsyncSessionMaker(bind=primary, class_=DBSession, expire_on_commit=False)
-    engines = [replica.create_engine() for replica in database.replicas]
+    engines = [_made(replica.create_engine()) for replica in database.replicas]
+    entry.replicas = engines
     # A connection of its own per replica for the checks: a busy pool must not make a replica look dead.
     probes = [type(replica)(_probe_settings(replica.settings)).create_engine() for replica in database.replicas]
     entry.router = Router(database.replica_set, database.replicas, primary, engines, probes)
