@@ -75,7 +75,16 @@ IN_ALL: frozenset[str] = frozenset({"migrations"})
 OPT_IN_SIBLINGS = frozenset({"db-pytest"})
 
 # db-core's extras installed in step 5, each into its own venv (None: db-core alone).
-COMBINATIONS: tuple[str | None, ...] = (None, "postgres", "mysql", "sqlite", "fastapi", "pytest", "opentelemetry", "all")
+COMBINATIONS: tuple[str | None, ...] = (
+    None,
+    "postgres",
+    "mysql",
+    "sqlite",
+    "fastapi",
+    "pytest",
+    "opentelemetry",
+    "all",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES_DIR = ROOT / "packages"

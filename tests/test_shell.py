@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from dbtests.dists import SitePackages
 from dbtests.secrets import PASSWORD, WRONG_PASSWORD, Login, assert_no_secret
 from dbtests.servers import Server
 
@@ -358,6 +357,10 @@ def test_missing_client_names_the_package(backend: str, package: str, tmp_path: 
 
 
 def test_connector_without_a_shell(tmp_path: Path) -> None:
+    # Imported here: packages/db-core/tests/test_cli.py loads dbtests.dists as a plugin (assertions
+    # rewritten), which fails if this module imported it first.
+    from dbtests.dists import SitePackages
+
     site = tmp_path / "site-packages"
     site.mkdir()
     SitePackages(site).install(
