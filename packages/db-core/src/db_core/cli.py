@@ -351,12 +351,8 @@ def _migrate(args: argparse.Namespace) -> int:
         _configure_logging(Path(args.config))
         config = migrations.alembic_config(args.config, database=args.database)
         _run_step(config, args)
-    except ConfigurationError as exc:
-        print(f"db migrate {args.step}: {_masked(str(exc), settings)}", file=sys.stderr)
-        return 2
     except DBError as exc:
-        print(f"db migrate {args.step}: {_masked(str(exc), settings)}", file=sys.stderr)
-        return 1
+        return _failed(f"migrate {args.step}", exc, settings)
     except Exception as exc:
         return _report(exc, args.step, settings)
     return 0
@@ -434,6 +430,12 @@ def _describe_diff(diff: Any) -> str:
     return " ".join(parts)
 
 
+def _failed(command: str, exc: DBError, settings: DatabaseSettings | None) -> int:
+    """Say ``exc`` in one line, password masked; the exit status: 2 for the settings' fault, else 1."""
+    print(f"db {command}: {_masked(str(exc), settings)}", file=sys.stderr)
+    return 2 if isinstance(exc, ConfigurationError) else 1
+
+
 def _masked(text: str, settings: DatabaseSettings | None) -> str:
     return settings.mask_password(text) if settings is not None else text
 
@@ -497,12 +499,8 @@ def _shell(parser: argparse.ArgumentParser, arguments: list[str]) -> int:
                 print(_missing_client(client, command.package), file=sys.stderr)
                 return 127
             return _run_client(command.argv, env, client, command.package)
-    except ConfigurationError as exc:
-        print(f"db shell: {settings.mask_password(str(exc))}", file=sys.stderr)
-        return 2
     except DBError as exc:
-        print(f"db shell: {settings.mask_password(str(exc))}", file=sys.stderr)
-        return 1
+        return _failed("shell", exc, settings)
 
 
 def _is_setting(name: str) -> bool:
