@@ -197,12 +197,13 @@ def _create_instruments(meter_provider: MeterProvider | None) -> None:
 
     def gauge(key: str) -> Callable[[str, dict[str, int | float]], Iterable[Observation]]:
         def read(name: str, stats: dict[str, int | float]) -> Iterable[Observation]:
-            if key == "idle.min":
-                return [Observation(0, {POOL_NAME: name})]
             value = stats[key]
             return [Observation(value, {POOL_NAME: name})] if value >= 0 else []  # max -1: no limit
 
         return read
+
+    def no_idle_minimum(name: str, _stats: dict[str, int | float]) -> Iterable[Observation]:
+        return [Observation(0, {POOL_NAME: name})]
 
     def count(name: str, stats: dict[str, int | float]) -> Iterable[Observation]:
         return [
@@ -213,7 +214,7 @@ def _create_instruments(meter_provider: MeterProvider | None) -> None:
     readers = {
         "db.client.connection.count": count,
         "db.client.connection.idle.max": gauge("size"),
-        "db.client.connection.idle.min": gauge("idle.min"),
+        "db.client.connection.idle.min": no_idle_minimum,
         "db.client.connection.max": gauge("max"),
         "db.client.connection.pending_requests": gauge("waiting"),
     }

@@ -233,29 +233,25 @@ async def _roll_back(outer: Any, name: str) -> None:
 
 
 async def _create(run: _Run) -> None:
-    from db_core import DEFAULT_DATABASE
+    from db_core import get_engine
 
+    # The schema goes through this loop's engines of the test databases (the run's settings are
+    # configured already); the loop's end disposes them.
     for database in run.databases:
+        connector = database.connector
         if not run.reuse or run.recreate:
-            await database.connector.drop_database()  # a leftover of an interrupted run
-        created = await database.connector.create_database()
+            await connector.drop_database()  # a leftover of an interrupted run
+        created = await connector.create_database()
         database.created = True
         if database.migrations is not None:
             from db_core.migrations import upgrade
 
-            # On this loop's engine of the test database: the run's settings are configured already.
-            named = None if database.name == DEFAULT_DATABASE else database.name
-            await upgrade("head", config=database.migrations, database=named)
+            await upgrade("head", config=database.migrations, database=database.name)
         if database.metadata is not None:
             metadata = _import_metadata(database.metadata)
-            engine = database.connector.create_engine()
-            try:
-                async with engine.begin() as connection:
-                    await connection.run_sync(metadata.create_all)
-            finally:
-                await engine.dispose()
+            async with get_engine(database.name).begin() as connection:
+                await connection.run_sync(metadata.create_all)
         how = "created" if created else "reused (--db-reuse)"
-        connector = database.connector
         run.report.append(f"{connector.database!r} ({connector.name}, database {database.name!r}): {how}")
 
 

@@ -161,11 +161,7 @@ class SQLiteConnector(DBConnector):
             def _check_directory(*_args: Any) -> None:
                 # Said here, before aiosqlite starts a thread: its own failure path
                 # (aiosqlite 0.22) can print a worker traceback after the loop closed.
-                if not directory.is_dir():
-                    raise ConfigurationError(
-                        f"unable to open database file: the directory {directory} does not exist "
-                        f"(DB_NAME={self.database!r}); create it or set DB_NAME to a file in an existing directory"
-                    )
+                self._require_directory(directory)
 
         limit = self.settings.statement_timeout_seconds
         if limit is not None:
@@ -193,10 +189,7 @@ class SQLiteConnector(DBConnector):
         if self.is_memory:
             return False
         path = Path(self.get_url().database or "")
-        if not path.parent.is_dir():
-            raise ConfigurationError(
-                f"cannot create the database file {path}: its directory does not exist (DB_NAME={self.database!r})"
-            )
+        self._require_directory(path.parent)
         return await asyncio.to_thread(_create_file, path)
 
     async def drop_database(self) -> None:
@@ -204,6 +197,14 @@ class SQLiteConnector(DBConnector):
         if not self.is_memory:
             path = Path(self.get_url().database or "")
             await asyncio.to_thread(_delete_files, path)
+
+    def _require_directory(self, directory: Path) -> None:
+        """Raise the :class:`ConfigurationError` naming ``DB_NAME`` unless ``directory`` (the file's) exists."""
+        if not directory.is_dir():
+            raise ConfigurationError(
+                f"unable to open database file: the directory {directory} does not exist "
+                f"(DB_NAME={self.database!r}); create it or set DB_NAME to a file in an existing directory"
+            )
 
     def close(self) -> None:
         """Let the in-memory database go."""
