@@ -40,6 +40,7 @@ _SUITES: dict[str, Callable[[Path], bool]] = {
     "migrations": lambda path: path == _TESTS / "test_migrations.py",
     "shell": lambda path: path == _TESTS / "test_shell.py",
     "init": lambda path: path == _TESTS / "test_init.py",
+    "conduit": lambda path: path == _TESTS / "test_conduit.py",
 }
 
 

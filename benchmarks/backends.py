@@ -1,7 +1,8 @@
 """The databases the benchmark runs on: a ``dbbench`` database of its own on each server, a SQLite file.
 
 Each is created afresh with the two tables every workload uses: ``bench_items``
-(10,000 rows, read by W2, W4 and W5) and ``bench_writes`` (W3 inserts into it).
+(10,000 rows, read by W2, W4 and W5) and ``bench_writes`` (W3 inserts into it). The Conduit
+example's tables, for W6 and W7, are added beside them by :func:`conduit_load.seed`.
 """
 
 from __future__ import annotations

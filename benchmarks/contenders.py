@@ -8,7 +8,9 @@
 - ``db``: this library, ``async with UnitOfWork() as session``.
 
 Every operation is one unit of work: a transaction that commits. W1 runs ``SELECT 1``, W2 reads
-one row of ``bench_items`` by primary key, W3 inserts one row into ``bench_writes``.
+one row of ``bench_items`` by primary key, W3 inserts one row into ``bench_writes``. W6 and W7
+(:mod:`conduit_load`) set up ``sqlalchemy`` and ``db`` with :func:`bare_sessionmaker` and
+:func:`library`, as here.
 """
 
 from __future__ import annotations
@@ -59,34 +61,54 @@ async def started(name: str, backend: Backend, pool_size: int, max_overflow: int
         finally:
             await raw.close()
     elif name == "db":
-        settings = DatabaseSettings(
-            type=backend.name,
-            host=backend.host or "localhost",
-            port=backend.port,
-            user=backend.user or None,
-            password=backend.password,
-            name=backend.database,
-            _env_file=None,
-            # SQLite keeps its own pool (one connection: one writer at a time), as a user gets it.
-            **({} if backend.name == "sqlite" else {"pool_size": pool_size, "max_overflow": max_overflow}),
-        )
-        configure(settings)
-        try:
+        async with library(backend, pool_size, max_overflow):
             yield LibraryContender()
-        finally:
-            await dispose_engine()
-            configure(None)
     else:
-        engine_args: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
-        session_args: dict[str, Any] = {}
-        if name == "seed":
-            engine_args.update(pool_timeout=30, pool_recycle=1800, pool_pre_ping=True)
-            session_args["expire_on_commit"] = False
-        engine = create_async_engine(backend.url(DRIVERS[backend.name]), **engine_args)
-        try:
-            yield SessionContender(async_sessionmaker(engine, **session_args))
-        finally:
-            await engine.dispose()
+        async with bare_sessionmaker(name, backend, pool_size, max_overflow) as maker:
+            yield SessionContender(maker)
+
+
+def library_settings(backend: Backend, pool_size: int, max_overflow: int) -> DatabaseSettings:
+    """The library's settings for ``backend``: only what is given here, no ``.env`` or stray ``DB_*`` variables."""
+    return DatabaseSettings(
+        type=backend.name,
+        host=backend.host or "localhost",
+        port=backend.port,
+        user=backend.user or None,
+        password=backend.password,
+        name=backend.database,
+        _env_file=None,
+        # SQLite keeps its own pool (one connection: one writer at a time), as a user gets it.
+        **({} if backend.name == "sqlite" else {"pool_size": pool_size, "max_overflow": max_overflow}),
+    )
+
+
+@asynccontextmanager
+async def library(backend: Backend, pool_size: int, max_overflow: int) -> AsyncIterator[None]:
+    """The library configured for ``backend`` (``UnitOfWork()`` works inside), its engine disposed afterwards."""
+    configure(library_settings(backend, pool_size, max_overflow))
+    try:
+        yield
+    finally:
+        await dispose_engine()
+        configure(None)
+
+
+@asynccontextmanager
+async def bare_sessionmaker(
+    name: str, backend: Backend, pool_size: int, max_overflow: int
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Bare SQLAlchemy's sessionmaker for ``backend`` (``seed``: with the original design's settings)."""
+    engine_args: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
+    session_args: dict[str, Any] = {}
+    if name == "seed":
+        engine_args.update(pool_timeout=30, pool_recycle=1800, pool_pre_ping=True)
+        session_args["expire_on_commit"] = False
+    engine = create_async_engine(backend.url(DRIVERS[backend.name]), **engine_args)
+    try:
+        yield async_sessionmaker(engine, **session_args)
+    finally:
+        await engine.dispose()
 
 
 class SessionContender:

@@ -1,8 +1,8 @@
 """How the workloads are timed and their round trips counted.
 
-Timing: W1-W3 run one operation after another in one task, W4 runs 200 tasks at once, each doing
-W2 several times; a run's throughput is operations per wall-clock second, its client CPU the
-process's CPU time per operation. Round trips are counted, not guessed: the contender reaches
+Timing: W1-W3, W6 and W7 run one operation after another in one task, W4 runs 200 tasks at
+once, each doing W2 several times; a run's throughput is operations per wall-clock second, its
+client CPU the process's CPU time per operation. Round trips are counted, not guessed: the contender reaches
 the server through a relay that counts the client's turns (each time the client sends after the
 server has answered, or first), over a run of operations after a warm-up.
 """
@@ -25,6 +25,11 @@ WORKLOADS = {
     "W3": "insert one row and commit",
     "W4": "200 concurrent tasks x W2, pool 10 + 20 overflow",
     "W5": "W2 as a FastAPI endpoint under uvicorn, 50 connections from wrk",
+    "W6": (
+        "Conduit's GET /api/articles query: the 20 newest of 1,000 articles with authors, tags, "
+        "favorites counts, the viewer's flags and the total count, in a read transaction"
+    ),
+    "W7": "Conduit's POST /api/articles transaction: an article with 3 tags, slug from the title (every 10th taken)",
 }
 TASKS = 200
 
@@ -48,9 +53,8 @@ class Run:
     p99_ms: float | None = None
 
 
-async def sequential(contender: Contender, workload: str, ops: int) -> Run:
-    """``ops`` operations one after another."""
-    op = operation(contender, workload)
+async def sequential(op: Callable[[], Awaitable[object]], ops: int) -> Run:
+    """``ops`` operations ``op`` one after another."""
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(ops):
         await op()
@@ -76,10 +80,12 @@ async def concurrent(contender: Contender, ops_per_task: int) -> Run:
     return Run(ops / wall, cpu / ops * 1e6, cuts[49] * 1000, cuts[98] * 1000)
 
 
-async def round_trips(contender: Contender, counter: TurnCounter, workload: str, ops: int = 50) -> float:
-    """Round trips per operation of ``workload`` (sequential), after one operation of warm-up."""
-    op = operation(contender, workload)
-    await op()
+async def round_trips(
+    op: Callable[[], Awaitable[object]], counter: TurnCounter, ops: int = 50, warm_up: int = 1
+) -> float:
+    """Round trips per operation ``op`` (sequential), after ``warm_up`` operations."""
+    for _ in range(warm_up):
+        await op()
     counter.turns = 0
     for _ in range(ops):
         await op()

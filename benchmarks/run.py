@@ -2,7 +2,9 @@
 
 On each backend (PostgreSQL, MariaDB/MySQL, SQLite) every contender of :mod:`contenders` runs
 every workload of :mod:`measure`, interleaved: in each round each contender runs once, in a
-rotated order, so a drift of the machine's speed hits all alike. Reported per workload: the
+rotated order, so a drift of the machine's speed hits all alike. W6 and W7, the Conduit
+example's own queries (:mod:`conduit_load`), run in the same rounds, right after W1-W4 of the
+two contenders they make sense for (bare SQLAlchemy and db). Reported per workload: the
 median over the rounds of operations per second, its ratio to bare SQLAlchemy's, client CPU
 per operation, W4's p50 and p99 latency, and round trips per operation. W5 (a FastAPI endpoint
 under uvicorn, loaded by ``wrk`` from another process, 50 connections) runs when ``wrk`` is
@@ -28,37 +30,49 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import conduit_load
 import http_load
 from backends import Backend, drop, prepare
 from contenders import DRIVERS, NAMES, started
 from db_core.testing import TurnCounter
-from measure import WORKLOADS, Run, concurrent, median, round_trips, sequential
+from measure import WORKLOADS, Run, concurrent, median, operation, round_trips, sequential
 
 BACKENDS = ("postgres", "mysql", "sqlite")
 POOL = (10, 20)
 MODES = {
-    # rounds, operations per sequential run, W2 operations per W4 task, W5 rounds, W5 seconds of load
-    "quick": (3, 200, 3, 1, 2),
-    "full": (5, 1500, 25, 3, 6),
+    # rounds, operations per sequential run (W1-W3), W2 operations per W4 task, W5 rounds, W5 seconds of load,
+    # operations per W6 and W7 run (each several times the work of a W1-W3 one)
+    "quick": (3, 200, 3, 1, 2, 30),
+    "full": (5, 1500, 25, 3, 6, 300),
 }
 
 
 async def bench_backend(name: str, mode: str, workdir: Path) -> dict[str, Any]:
     """Every contender and workload on backend ``name``: {workload: {contender: numbers}}."""
-    rounds, ops, per_task, w5_rounds, w5_seconds = MODES[mode]
+    rounds, ops, per_task, w5_rounds, w5_seconds, conduit_ops = MODES[mode]
     backend = await prepare(name, workdir)
-    results: dict[str, dict[str, dict[str, Any]]] = {w: {c: {"runs": []} for c in NAMES} for w in WORKLOADS}
+    results: dict[str, dict[str, dict[str, Any]]] = {
+        w: {c: {"runs": []} for c in (conduit_load.NAMES if w in conduit_load.WORKLOADS else NAMES)} for w in WORKLOADS
+    }
     try:
+        await conduit_load.seed(backend)
         for round_no in range(rounds):
             order = NAMES[round_no % len(NAMES) :] + NAMES[: round_no % len(NAMES)]
             for contender_name in order:
                 async with started(contender_name, backend, *POOL) as contender:
                     for workload in ("W1", "W2", "W3"):
-                        await sequential(contender, workload, max(10, ops // 10))  # warm-up
-                        run = await sequential(contender, workload, ops)
+                        await sequential(operation(contender, workload), max(10, ops // 10))  # warm-up
+                        run = await sequential(operation(contender, workload), ops)
                         results[workload][contender_name]["runs"].append(run)
                     run = await concurrent(contender, per_task)
                     results["W4"][contender_name]["runs"].append(run)
+                if contender_name in conduit_load.NAMES:
+                    async with conduit_load.started(contender_name, backend, *POOL) as conduit:
+                        for workload in conduit_load.WORKLOADS:
+                            op = conduit_load.operation(conduit, workload)
+                            await sequential(op, max(5, conduit_ops // 10))  # warm-up
+                            results[workload][contender_name]["runs"].append(await sequential(op, conduit_ops))
+                    await conduit_load.tidy(backend)
         if http_load.available():
             for round_no in range(w5_rounds):
                 for contender_name in NAMES[round_no % len(NAMES) :] + NAMES[: round_no % len(NAMES)]:
@@ -85,13 +99,21 @@ async def bench_backend(name: str, mode: str, workdir: Path) -> dict[str, Any]:
 
 
 async def count_round_trips(contender_name: str, backend: Backend) -> dict[str, float]:
-    """Round trips per W1-W3 operation of one contender, through a counting relay."""
+    """Round trips per W1-W3 operation of one contender (and W6, W7 of its Conduit), through a counting relay."""
     assert backend.port is not None
     counter = TurnCounter((backend.host, backend.port))
     await counter.start()
+    relayed = backend.through("127.0.0.1", counter.port)
     try:
-        async with started(contender_name, backend.through("127.0.0.1", counter.port), *POOL) as contender:
-            return {w: await round_trips(contender, counter, w) for w in ("W1", "W2", "W3")}
+        async with started(contender_name, relayed, *POOL) as contender:
+            trips = {w: await round_trips(operation(contender, w), counter) for w in ("W1", "W2", "W3")}
+        if contender_name in conduit_load.NAMES:
+            async with conduit_load.started(contender_name, relayed, *POOL) as conduit:
+                for w in conduit_load.WORKLOADS:
+                    # W7: two of 20 operations reuse the title, as one in ten does in its runs; the 10 of
+                    # warm-up take the savepoint's retry once, which asyncpg prepares on first use.
+                    trips[w] = await round_trips(conduit_load.operation(conduit, w), counter, ops=20, warm_up=10)
+        return trips
     finally:
         await counter.close()
 

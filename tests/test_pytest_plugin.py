@@ -8,7 +8,6 @@ never write to the configured database.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sqlite3
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from dbtests.projects import user_environment
 from dbtests.servers import Server, admin, mysql_statements, postgres_statements, run_coroutine
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "testing"
@@ -104,16 +104,6 @@ class Project:
             run_coroutine(admin(self.backend, [f"DROP DATABASE {self.test_database}{force}"]))
 
 
-def _environment(**values: str) -> dict[str, str]:
-    """This process's environment without pytest's or db's own variables, plus ``values``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.upper().startswith(("DB_", "PYTEST_")) and key.upper() != "DATABASE_URL"
-    }
-    return {**env, **values}
-
-
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
     """The example project, its DB_* pointing at a database of this run (SQLite: a file in tmp_path)."""
@@ -122,13 +112,13 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     backend = request.param
     if backend == "sqlite":
         configured = tmp_path / "app.db"
-        env = _environment(DB_TYPE="sqlite", DB_NAME=str(configured))
+        env = user_environment(DB_TYPE="sqlite", DB_NAME=str(configured))
         yield Project(path, backend, env, str(tmp_path / "test_app.db"), None)
         return
     server: Server = request.getfixturevalue(f"{backend}_server")
     scheme = "postgresql" if backend == "postgres" else "mysql"
     url = f"{scheme}://{server.user}@{server.host}:{server.port}/{server.database}"
-    project = Project(path, backend, _environment(DB_URL=url), f"test_{server.database}", server)
+    project = Project(path, backend, user_environment(DB_URL=url), f"test_{server.database}", server)
     yield project
     project.drop_test_database()
 

@@ -93,3 +93,34 @@ async def test_sqlite_readers_do_not_wait_for_the_writer(tmp_path: Path) -> None
     finally:
         await dispose_engine()
         configure(None)
+
+
+@pytest.mark.parametrize("settings", ["postgres", "mysql"], indirect=True)
+async def test_a_read_only_unit_reads_one_snapshot(schema: SimpleNamespace) -> None:
+    # A list and its count (two statements) must agree, whatever commits between them. (SQLite's
+    # transactions are serializable, and its one connection admits no second unit meanwhile.)
+    async with UnitOfWork() as session:
+        session.add(schema.User(name="before"))
+    async with UnitOfWork(read_only=True) as reader:
+        assert await reader.scalar(select(func.count()).select_from(schema.User)) == 1
+        async with asyncio.timeout(10):
+            await asyncio.create_task(_add_user(schema, "between"))  # its own task: a unit of its own
+        assert await reader.scalar(select(func.count()).select_from(schema.User)) == 1
+    assert await count(schema) == 2
+
+
+async def _add_user(schema: SimpleNamespace, name: str) -> None:
+    async with UnitOfWork() as session:
+        session.add(schema.User(name=name))
+
+
+@pytest.mark.parametrize("settings", ["postgres", "mysql"], indirect=True)
+async def test_a_read_write_unit_sees_what_others_committed_since_its_first_read(schema: SimpleNamespace) -> None:
+    # READ COMMITTED on both servers (MariaDB's own default would keep the first read's snapshot):
+    # a unit that lost a race to another's insert can read the row it collided with.
+    async with UnitOfWork() as session:
+        assert await session.scalar(select(func.count()).select_from(schema.User)) == 0
+        async with asyncio.timeout(10):
+            await asyncio.create_task(_add_user(schema, "committed-meanwhile"))
+        names = (await session.scalars(select(schema.User.name))).all()
+    assert list(names) == ["committed-meanwhile"]

@@ -10,9 +10,11 @@ from types import SimpleNamespace
 
 import httpx2
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db_core import (
     DatabaseSettings,
@@ -89,10 +91,18 @@ async def test_the_unit_of_work_after_the_pool_fails_fast_with_pool_exhausted(
     fault_report.add("pool exhausted (2+0, 0.5 s)", backend, injected=tries, recovered=tries)
 
 
-def busy_app(held: threading.Semaphore, release: threading.Event) -> FastAPI:
-    """``/hold`` keeps its connection until ``release`` is set (the server runs in another thread)."""
+def busy_app(held: threading.Semaphore, release: threading.Event, *, error_body: bool) -> FastAPI:
+    """``/hold`` keeps its connection until ``release`` is set (the server runs in another thread).
+
+    ``error_body``: the application answers every ``HTTPException`` with an error body of its own.
+    """
     app = FastAPI(lifespan=db_lifespan())
     add_exception_handlers(app)
+    if error_body:
+
+        @app.exception_handler(StarletteHTTPException)
+        async def own_errors(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+            return JSONResponse({"errors": [exc.detail]}, status_code=exc.status_code, headers=exc.headers)
 
     @app.get("/hold")
     async def hold(session: TransactionDep) -> dict[str, int]:
@@ -114,12 +124,13 @@ def busy_app(held: threading.Semaphore, release: threading.Event) -> FastAPI:
     return app
 
 
+@pytest.mark.parametrize("error_body", [False, True], ids=["fastapi-errors", "own-errors"])
 async def test_an_exhausted_pool_is_a_503_with_retry_after(
-    small_pool: DatabaseSettings, fault_report: FaultReport
+    small_pool: DatabaseSettings, fault_report: FaultReport, error_body: bool
 ) -> None:
     backend = small_pool.type or ""
     held, release = threading.Semaphore(0), threading.Event()
-    with running_uvicorn(busy_app(held, release)) as base_url:
+    with running_uvicorn(busy_app(held, release, error_body=error_body)) as base_url:
         async with httpx2.AsyncClient(base_url=base_url, timeout=10) as client:
             holds = [asyncio.create_task(client.get("/hold")) for _ in range(pool_of(backend))]
             for _ in holds:
@@ -131,7 +142,9 @@ async def test_an_exhausted_pool_is_a_503_with_retry_after(
                 answers.append((path, answer.status_code, time.monotonic() - started))
                 assert answer.status_code == 503, (path, answer.text)
                 assert answer.headers["Retry-After"] == "1"
-                assert "busy" in answer.json()["detail"]
+                # In the application's error body, whichever path ran out of connections.
+                message = answer.json()["errors"][0] if error_body else answer.json()["detail"]
+                assert "busy" in message
             assert max(seconds for *_, seconds in answers) < EXHAUSTED_WITHIN, answers
             release.set()
             assert [h.status_code for h in await asyncio.gather(*holds)] == [200] * pool_of(backend)

@@ -19,6 +19,7 @@ import pytest
 from db_core import (
     API_VERSION,
     AmbiguousConnectorError,
+    ConfigurationError,
     ConnectorLoadError,
     ConnectorNotFoundError,
     DatabaseSettings,
@@ -148,6 +149,41 @@ def test_unset_type_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert registry.default_type(DatabaseSettings(_env_file=None)) == "sqlite"
     # DB_URL's scheme wins over both.
     assert registry.default_type(DatabaseSettings(url="mysql://u@h/d", _env_file=None)) == "mysql"
+
+
+@pytest.mark.parametrize(
+    ("db_type", "url"),
+    [
+        ("sqlite", "mysql://root:S3cret@127.0.0.1:3306/shop"),
+        ("postgres", "mariadb://u:S3cret@h/d"),
+        ("mysql", "sqlite:///x.db"),
+    ],
+)
+def test_db_type_of_another_backend_than_db_url_is_refused(db_type: str, url: str) -> None:
+    # A first-party connector never connects elsewhere than DB_URL says (SQLite would make a file "shop").
+    with pytest.raises(ConfigurationError) as caught:
+        get_connector(DatabaseSettings(type=db_type, url=url, _env_file=None))
+    message = str(caught.value)
+    assert f"DB_TYPE={db_type}" in message
+    assert "unset DB_TYPE" in message
+    assert f"is a {url.split(':')[0]}:// URL" in message
+    assert "S3cret" not in message
+
+
+def test_db_type_and_db_url_of_other_backends_in_the_environment_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_TYPE", "sqlite")
+    monkeypatch.setenv("DB_URL", "mysql://root@127.0.0.1:3306/shop")
+    with pytest.raises(ConfigurationError, match="DB_TYPE=sqlite names the sqlite connector"):
+        get_connector(DatabaseSettings(_env_file=None))
+    # An argument overrides the environment's URL as a whole: not a contradiction.
+    assert get_connector(DatabaseSettings(type="sqlite", name=":memory:", _env_file=None)).name == "sqlite"
+
+
+def test_db_type_beside_a_url_of_its_backend_picks_the_connector() -> None:
+    connector = get_connector(DatabaseSettings(type="mysql", url="mariadb://u@h/d", _env_file=None))
+    assert (connector.name, connector.url.database) == ("mysql", "d")
+    connector = get_connector(DatabaseSettings(type="pg", url="postgres://u@h/d", _env_file=None))
+    assert connector.name == "postgres"
 
 
 def test_unset_type_says_the_default_was_tried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, ExceptionContext
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, PoolResetState
@@ -92,8 +92,27 @@ class DBConnector:
     supports_pgbouncer: ClassVar[bool] = False
     """Whether this connector honours ``DB_PGBOUNCER=transaction``; others refuse the setting."""
 
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+    """The ``DB_URL`` schemes (their dialect part) this connector serves; empty: any.
+
+    ``DB_TYPE`` beside ``DB_URL`` picks the connector, so a connector of another
+    backend's URLs (a plugin for a PostgreSQL-compatible server) can leave it
+    empty; one that lists its schemes refuses a URL of another backend instead
+    of connecting somewhere else than the URL says.
+    """
+
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
+        if self.url_schemes and settings.url is not None and settings.type_beside_url:
+            url = make_url(settings.url.get_secret_value())
+            scheme = url.get_backend_name()
+            if scheme not in self.url_schemes:
+                shown = settings.mask_password(url.render_as_string(hide_password=True))
+                raise ConfigurationError(
+                    f"DB_URL ({shown}) is a {scheme}:// URL, but "
+                    f"DB_TYPE={settings.type} names the {self.name} connector: unset DB_TYPE to use the "
+                    f"URL's backend, or give a {self.url_schemes[0]}:// URL"
+                )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
@@ -187,14 +206,16 @@ class DBConnector:
         return False
 
     def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
-        """An engine sharing ``engine``'s pool whose every transaction is ``READ ONLY``.
+        """An engine sharing ``engine``'s pool whose every transaction is ``READ ONLY``, on one snapshot.
 
         Read-only units of work run on it, on a replica or the primary, so a
-        write among them fails on either. Default: ``SET TRANSACTION READ ONLY``
-        before each transaction (standard SQL; MySQL and MariaDB), one round trip.
+        write among them fails on either, and two reads of one unit never see a
+        commit made between them (a list and its count agree). Default:
+        ``SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`` before each
+        transaction (standard SQL; MySQL and MariaDB), one round trip.
         """
         read_only = engine.execution_options()  # its own events, the same pool
-        self.execute_at_begin(read_only, "SET TRANSACTION READ ONLY")
+        self.execute_at_begin(read_only, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         return read_only
 
     @staticmethod

@@ -43,6 +43,8 @@ class _Reading:
         self.given: set[str] = set()
         # The fields whose value came out of a URL.
         self.from_url: set[str] = set()
+        # Whether the URL in effect came with a DB_TYPE beside it, from the same source.
+        self.type_beside_url = False
 
 
 @dataclass(frozen=True)
@@ -237,10 +239,12 @@ class DatabaseSettings(BaseSettings):
     """Named databases: once validated, each name (lower case) maps to its :class:`DatabaseSettings`."""
 
     _replicas: tuple[DatabaseSettings, ...] = PrivateAttr(default=())
+    _type_beside_url: bool = PrivateAttr(default=False)
     _direct: DatabaseSettings | None = PrivateAttr(default=None)
 
     def __init__(self, **values: Any) -> None:
-        token = _reading.set(_Reading())
+        reading = _Reading()
+        token = _reading.set(reading)
         error: ConfigurationError | None
         try:
             super().__init__(**values)
@@ -264,6 +268,7 @@ class DatabaseSettings(BaseSettings):
             # Raised outside the except block: pydantic's error repeats the raw input, secrets
             # included, and must not ride along as __context__.
             raise error
+        self._type_beside_url = reading.type_beside_url
         self._replicas = tuple(
             self._derived(url, f"REPLICA_URLS (replica {index})") for index, url in enumerate(self.replica_urls, 1)
         )
@@ -300,6 +305,15 @@ class DatabaseSettings(BaseSettings):
         if not isinstance(named, DatabaseSettings):
             raise UnknownDatabaseError(name, self.database_names)
         return named
+
+    @property
+    def type_beside_url(self) -> bool:
+        """Whether ``type`` was given beside ``url`` (the same source: both variables, or both arguments).
+
+        Then ``type`` picks the connector for the URL; one that lists its
+        :attr:`~db_core.DBConnector.url_schemes` refuses a URL of another backend.
+        """
+        return self._type_beside_url
 
     def for_database(self, name: str) -> DatabaseSettings:
         """These settings for another database ``name`` on the same server (for SQLite, another file).
@@ -484,6 +498,8 @@ class _URLExpandingSource(PydanticBaseSettingsSource):
             given = data.get("options")
             parts["options"] = {**(given if isinstance(given, dict) else {}), **query}
         derived = {field: value for field, value in parts.items() if value is not None}
+        if reading is not None and data.get("type") and not given_above & {"type", "url"}:
+            reading.type_beside_url = True
         if reading is not None:
             reading.from_url.update(derived.keys() - given_above)
             reading.given.update(derived)

@@ -32,11 +32,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import TextClause, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db_core import DBSession, UnitOfWork, close_session, dispose_engine, get_sessionmaker, health, ping
 from db_fastapi.__about__ import __version__
@@ -166,10 +168,14 @@ def add_exception_handlers(app: FastAPI) -> None:
 
     Needed only for connections that endpoints check out themselves
     (``async with UnitOfWork()`` inside an endpoint, ``get_engine().connect()``).
+    The answer is made by the application's handler of ``HTTPException`` (FastAPI's
+    ``{"detail": ...}``, or the application's own error body), as the dependencies' is.
     """
 
-    async def busy(_request: Request, _exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": _BUSY}, status_code=503, headers=_RETRY_AFTER)
+    async def busy(request: Request, _exc: Exception) -> Response:
+        answer = request.app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+        response: Response = await answer(request, HTTPException(status_code=503, detail=_BUSY, headers=_RETRY_AFTER))
+        return response
 
     # PoolExhaustedError is a TimeoutError: one handler answers it and the pools of connectors' own.
     app.add_exception_handler(sa_exc.TimeoutError, busy)

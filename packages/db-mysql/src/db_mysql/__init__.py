@@ -49,6 +49,7 @@ class MySQLConnector(DBConnector):
 
     name = "mysql"
     drivername = "mysql+aiomysql"
+    url_schemes = ("mysql", "mariadb")
     api_version = "1.0"
     default_port = 3306
 
@@ -171,6 +172,16 @@ class MySQLConnector(DBConnector):
             # The client reads --defaults-extra-file only as its very first argument.
             command = [client, f"--defaults-extra-file={path}", *argv[1:], *arguments]
             yield ShellCommand(command, package="mariadb-client")
+
+    def get_engine_args(self) -> dict[str, Any]:
+        """READ COMMITTED, set once per connection: each statement of a read-write unit sees the latest commits.
+
+        As on PostgreSQL (and as Django sets it): under InnoDB's REPEATABLE READ a
+        unit that waited for another's lock, then lost a unique-key race to it,
+        still read the snapshot of its first statement, without the row it
+        collided with. Read-only units keep one snapshot (``DBConnector.read_only_engine``).
+        """
+        return {**super().get_engine_args(), "isolation_level": "READ COMMITTED"}
 
     def get_connect_args(self) -> dict[str, Any]:
         """utf8mb4, no local infile, the connect timeout, TLS and the program name."""

@@ -25,6 +25,7 @@ class PostgresConnector(DBConnector):
 
     name = "postgres"
     drivername = "postgresql+asyncpg"
+    url_schemes = ("postgresql", "postgres")
     api_version = "1.0"
     default_port = 5432
     supports_pgbouncer = True
@@ -50,8 +51,12 @@ class PostgresConnector(DBConnector):
         return sqlstate in _TRANSIENT
 
     def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
-        """SQLAlchemy's ``postgresql_readonly``: asyncpg begins with ``BEGIN READ ONLY``, no extra round trip."""
-        return engine.execution_options(postgresql_readonly=True)
+        """``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (asyncpg's, no extra round trip).
+
+        One snapshot for the whole read-only unit, as on MySQL and SQLite: two
+        queries of one unit never see a commit made between them.
+        """
+        return engine.execution_options(postgresql_readonly=True, isolation_level="REPEATABLE READ")
 
     async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
         """Seconds since the last transaction a standby replayed, when it has WAL still to replay; else 0.

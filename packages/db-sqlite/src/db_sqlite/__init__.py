@@ -53,6 +53,7 @@ class SQLiteConnector(DBConnector):
 
     name = "sqlite"
     drivername = "sqlite+aiosqlite"
+    url_schemes = ("sqlite",)
     api_version = "1.0"
     default_port = None
     default_database = "app.db"
