@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from db_core import DatabaseSettings, configure, dispose_engine, get_connector_instance, ping
+from db_core.cli import describe_error
 from dbtests.servers import Server
 
 
@@ -52,3 +54,27 @@ async def test_mysql_refuses_plain_text_when_tls_is_required(mysql_server: Serve
     finally:
         await dispose_engine()
         configure(None)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_database_that_does_not_exist_is_named_with_the_fix(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    # What db check and db migrate say, instead of the driver's 'Unknown database' or '3D000'.
+    server: Server = request.getfixturevalue(f"{backend}_server")
+    settings = DatabaseSettings(
+        type=backend, host=server.host, port=server.port, user=server.user, name="no_such_db_4711", _env_file=None
+    )
+    configure(settings)
+    try:
+        with pytest.raises(sa_exc.DBAPIError) as caught:
+            await ping()
+    finally:
+        await dispose_engine()
+        configure(None)
+    assert describe_error(caught.value, settings) == (
+        "the database 'no_such_db_4711' does not exist on the server: create it (CREATE DATABASE no_such_db_4711), "
+        "or set DB_NAME to one that exists"
+    )
+    # Any other failure keeps the driver's own words.
+    assert "does not exist on the server" not in describe_error(RuntimeError("boom"), settings)

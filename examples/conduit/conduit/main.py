@@ -1,7 +1,7 @@
 """The application: ``uvicorn conduit.main:app``, the API under ``/api``.
 
-The database is db's: ``DB_*`` settings (SQLite ``app.db`` in the working directory by
-default), the schema made by ``db migrate upgrade`` before start-up.
+The database is db's, from the ``DB_*`` settings (``DB_TYPE=sqlite``: the file ``app.db`` in the
+working directory); its tables are made by ``db migrate upgrade`` before start-up.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _user_id(request: Request) -> int | None:
     except jwt.ExpiredSignatureError:
         raise unauthorized("the token has expired: log in again") from None
     except (jwt.InvalidTokenError, ValueError):
-        raise unauthorized("the token is not valid") from None
+        raise unauthorized("the token is not valid (signed with another key?): log in again") from None
 
 
 def _required_user_id(user_id: Annotated[int | None, Depends(_user_id)]) -> int:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import random
+import sys
 
 from sqlalchemy import select
 
@@ -82,12 +83,18 @@ async def _follow_and_favorite(rng: random.Random) -> None:
 
 
 def main() -> None:
-    """The command line: asks for the demo users' password (never an argument, which ``ps`` would show)."""
+    """The command line: the demo users' password is asked, or read from standard input, never an argument."""
     parser = argparse.ArgumentParser(prog="python -m conduit.seed", description="Demo users and articles.")
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--articles", type=int, default=3, help="articles per user")
+    parser.add_argument(
+        "--password-stdin", action="store_true", help="read the demo users' password from standard input"
+    )
     args = parser.parse_args()
-    password = getpass.getpass("password for the demo users: ")
+    try:
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("demo password: ")
+    except (EOFError, KeyboardInterrupt):
+        parser.exit(1, "no password given: nothing was written\n")
     if len(password) < 8:
         parser.error("the password needs 8 characters or more")
 

@@ -202,6 +202,16 @@ def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
         if str(exc):  # a connector's own message, naming the server and the setting
             return str(exc).splitlines()[0]
         return f"no answer within the timeout (DB_CONNECT_TIMEOUT_SECONDS={settings.connect_timeout_seconds:g})"
+    try:
+        connector = get_connector(settings)
+    except DBError:
+        return describe_cause(exc)
+    if connector.is_missing_database(getattr(exc, "orig", None) or exc):
+        name = connector.database
+        return (
+            f"the database {name!r} does not exist on the server: create it (CREATE DATABASE {name}), "
+            "or set DB_NAME to one that exists"
+        )
     return describe_cause(exc)
 
 

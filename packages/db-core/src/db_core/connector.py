@@ -248,6 +248,14 @@ class DBConnector:
         """
         return False
 
+    def is_missing_database(self, error: BaseException) -> bool:
+        """Whether ``error`` (the driver's exception, on connecting) says the database does not exist on the server.
+
+        ``db check`` and ``db migrate`` then say to create it, rather than
+        repeat the driver's message. Default: ``False``.
+        """
+        return False
+
     def commits_implicitly(self, statement: str) -> bool:
         """Whether the server commits the open transaction before running ``statement`` (DDL on MySQL).
 

@@ -30,6 +30,7 @@ __all__ = ["MySQLConnector", "__version__"]
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _TRANSIENT = frozenset({1213, 1205})
 _ER_SPECIFIC_ACCESS_DENIED = 1227
+_ER_BAD_DB = 1049
 # Statements after which the transaction is over (MariaDB's "Statements that cause an implicit commit").
 _SKIP = r"\A(?:\s|--[^\n]*\n|/\*(?:[^*]|\*(?!/))*\*/)*"
 _IMPLICIT_COMMIT = re.compile(
@@ -74,6 +75,11 @@ class MySQLConnector(DBConnector):
         """
         args: tuple[object, ...] = getattr(error, "args", ())
         return bool(args) and args[0] in _TRANSIENT
+
+    def is_missing_database(self, error: BaseException) -> bool:
+        """Error 1049 (ER_BAD_DB_ERROR): ``Unknown database '...'``."""
+        args: tuple[object, ...] = getattr(error, "args", ())
+        return bool(args) and args[0] == _ER_BAD_DB
 
     async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
         """``Seconds_Behind_Master`` of ``SHOW SLAVE STATUS``; infinite while replication is stopped or broken.

@@ -50,6 +50,11 @@ class PostgresConnector(DBConnector):
         sqlstate = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
         return sqlstate in _TRANSIENT
 
+    def is_missing_database(self, error: BaseException) -> bool:
+        """SQLSTATE 3D000 (invalid_catalog_name): ``database "..." does not exist``."""
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
+        return sqlstate == "3D000"
+
     def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
         """``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (asyncpg's, no extra round trip).
 
