@@ -326,7 +326,7 @@ async def test_each_user_favorites_twice_at_once(crowd: Crowd) -> None:
 
 def plain_slug(title: str) -> str:
     """The slug a title gets when no other article has it: lower case, runs of non-word characters as ``-``."""
-    return re.sub(r"[\W_]+", "-", title.lower()).strip("-")
+    return re.sub(r"\W+", "-", title.lower()).strip("-")
 
 
 async def create_same_title(crowd: Crowd, accounts: list[Account]) -> None:
