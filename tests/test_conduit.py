@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dbtests.projects import user_environment
-from dbtests.servers import Server, admin, run_coroutine
+from dbtests.servers import Server, database_exists
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conduit"
 TIMEOUT = 600
@@ -64,8 +64,4 @@ def test_conduit_suite_passes_on_the_servers(request: pytest.FixtureRequest, bac
     url = f"{scheme}://{server.user}@{server.host}:{server.port}/{server.database}"
     result = _run(user_environment(DB_URL=url))
     assert _passed(result, skips_allowed=False) >= 50
-    listing = {
-        "postgres": f"SELECT datname FROM pg_database WHERE datname = 'test_{server.database}'",
-        "mysql": f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'test_{server.database}'",
-    }[backend]
-    assert run_coroutine(admin(backend, [listing])) == [], "the test database was left behind"
+    assert not database_exists(backend, f"test_{server.database}"), "the test database was left behind"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from dbtests.projects import user_environment
-from dbtests.servers import Server, admin, mysql_statements, postgres_statements, run_coroutine
+from dbtests.servers import Server, admin, database_exists, mysql_statements, postgres_statements, run_coroutine
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "testing"
 EXAMPLE_TESTS = 30
@@ -69,11 +69,7 @@ class Project:
         database = database or self.test_database
         if self.server is None:
             return Path(database).exists()
-        statement = {
-            "postgres": f"SELECT 1 FROM pg_database WHERE datname = '{database}'",
-            "mysql": f"SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{database}'",
-        }[self.backend]
-        return bool(run_coroutine(admin(self.backend, [statement])))
+        return database_exists(self.backend, database)
 
     def tables(self, database: str | None = None) -> list[str] | None:
         """The tables of ``database`` (default: the test database), ``None`` if it does not exist."""

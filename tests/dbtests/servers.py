@@ -67,6 +67,15 @@ async def admin(backend: str, statements: Sequence[str]) -> list[Any]:
     )
 
 
+def database_exists(backend: str, name: str) -> bool:
+    """Whether database ``name`` exists on the shared ``backend`` server (``postgres`` or ``mysql``)."""
+    statement = {
+        "postgres": f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
+        "mysql": f"SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{name}'",
+    }[backend]
+    return bool(run_coroutine(admin(backend, [statement])))
+
+
 async def postgres_statements(statements: Iterable[str], **connect: Any) -> list[Any]:
     """Run ``statements`` on a new asyncpg connection (``connect``: its arguments); the last one's rows."""
     import asyncpg

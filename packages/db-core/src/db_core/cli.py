@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from db_core.__about__ import __version__
 from db_core.connector import DBConnector
-from db_core.errors import ConfigurationError, ConnectorLoadError, DBError, describe_cause
+from db_core.errors import ConfigurationError, ConnectorLoadError, DBError, describe_cause, driver_error
 from db_core.health import ping
 from db_core.registry import ConnectorInfo, available_connectors, get_connector
 from db_core.settings import DatabaseSettings
@@ -206,7 +206,7 @@ def describe_error(exc: BaseException, settings: DatabaseSettings) -> str:
         connector = get_connector(settings)
     except DBError:
         return describe_cause(exc)
-    if connector.is_missing_database(getattr(exc, "orig", None) or exc):
+    if connector.is_missing_database(driver_error(exc)):
         name = connector.database
         return (
             f"the database {name!r} does not exist on the server: create it (CREATE DATABASE {name}), "

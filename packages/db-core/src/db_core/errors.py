@@ -27,13 +27,18 @@ __all__ = [
 ]
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error behind ``exc`` (SQLAlchemy's ``DBAPIError.orig``), else ``exc`` itself."""
+    return exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+
+
 def describe_cause(exc: BaseException) -> str:
     """``Type: first line`` of the driver's own error behind ``exc``, without SQLAlchemy's wrapping.
 
     asyncpg's adapter puts the class name before the message; it is removed.
     For logs and one-line reports (``db check``, replica states, retries).
     """
-    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    cause = driver_error(exc)
     text = re.sub(r"<class '[\w.]+'>: ", "", str(cause)).strip() or type(cause).__name__
     return f"{type(cause).__name__}: {text.splitlines()[0]}"
 

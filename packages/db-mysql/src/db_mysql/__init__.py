@@ -73,13 +73,11 @@ class MySQLConnector(DBConnector):
         After 1205 the server has rolled back only the statement; the retry
         starts from a full rollback of the unit of work.
         """
-        args: tuple[object, ...] = getattr(error, "args", ())
-        return bool(args) and args[0] in _TRANSIENT
+        return _errno(error) in _TRANSIENT
 
     def is_missing_database(self, error: BaseException) -> bool:
         """Error 1049 (ER_BAD_DB_ERROR): ``Unknown database '...'``."""
-        args: tuple[object, ...] = getattr(error, "args", ())
-        return bool(args) and args[0] == _ER_BAD_DB
+        return _errno(error) == _ER_BAD_DB
 
     async def replica_lag_seconds(self, connection: AsyncConnection) -> float | None:
         """``Seconds_Behind_Master`` of ``SHOW SLAVE STATUS``; infinite while replication is stopped or broken.
@@ -91,7 +89,7 @@ class MySQLConnector(DBConnector):
         try:
             result = await connection.exec_driver_sql("SHOW SLAVE STATUS")
         except DBAPIError as exc:
-            if exc.orig is not None and exc.orig.args[:1] == (_ER_SPECIFIC_ACCESS_DENIED,):
+            if exc.orig is not None and _errno(exc.orig) == _ER_SPECIFIC_ACCESS_DENIED:
                 return None
             raise
         row = result.mappings().first()
@@ -214,6 +212,12 @@ class MySQLConnector(DBConnector):
                 _explain_tls_errors, args["async_creator_fn"], f"{s.host}:{self.port}", self
             )
         return args
+
+
+def _errno(error: BaseException) -> object:
+    """The server's error number, the first argument of pymysql's errors (``None`` for others)."""
+    args: tuple[object, ...] = getattr(error, "args", ())
+    return args[0] if args else None
 
 
 def _option_value(value: str) -> str:

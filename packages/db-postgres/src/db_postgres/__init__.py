@@ -47,13 +47,11 @@ class PostgresConnector(DBConnector):
 
     def is_transient(self, error: BaseException) -> bool:
         """SQLSTATE 40001 (serialization failure) and 40P01 (deadlock): the server rolled the transaction back."""
-        sqlstate = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
-        return sqlstate in _TRANSIENT
+        return _sqlstate(error) in _TRANSIENT
 
     def is_missing_database(self, error: BaseException) -> bool:
         """SQLSTATE 3D000 (invalid_catalog_name): ``database "..." does not exist``."""
-        sqlstate = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
-        return sqlstate == "3D000"
+        return _sqlstate(error) == "3D000"
 
     def read_only_engine(self, engine: AsyncEngine) -> AsyncEngine:
         """``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (asyncpg's, no extra round trip).
@@ -162,6 +160,11 @@ def _quote(connection: AsyncConnection, name: str) -> str:
 def _conninfo_value(value: str) -> str:
     """A value for a libpq conninfo string: single-quoted, backslashes and quotes escaped."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of asyncpg's error, or of the one SQLAlchemy's adapter raised from it."""
+    return getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
 
 
 def _milliseconds(seconds: float) -> str:
